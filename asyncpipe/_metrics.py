@@ -1,0 +1,121 @@
+"""Per-node counters and latency samples, and the snapshots ``metrics()`` returns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["NodeMetrics", "PipelineMetrics"]
+
+_SAMPLES = 1024  # latency samples kept per node (a ring: the most recent ones)
+
+
+class NodeStats:
+    """Mutable counters owned by one node's runtime (single-threaded, no locks)."""
+
+    __slots__ = (
+        "busy",
+        "committed",
+        "dead_letters",
+        "emitted",
+        "errors",
+        "filtered",
+        "latencies",
+        "received",
+        "retries",
+        "samples",
+        "skipped",
+    )
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.emitted = 0
+        self.committed = 0
+        self.filtered = 0
+        self.errors = 0
+        self.retries = 0
+        self.dead_letters = 0
+        self.skipped = 0
+        self.busy = 0
+        self.samples = 0
+        self.latencies = [0.0] * _SAMPLES
+
+    def observe(self, seconds: float) -> None:
+        self.latencies[self.samples % _SAMPLES] = seconds
+        self.samples += 1
+
+    def percentile(self, fraction: float) -> float | None:
+        n = min(self.samples, _SAMPLES)
+        if n == 0:
+            return None
+        ordered = sorted(self.latencies[:n])
+        return ordered[min(n - 1, int(fraction * n))]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeMetrics:
+    """A snapshot of one node. Latencies are seconds per message, over recent messages."""
+
+    name: str
+    received: int
+    emitted: int
+    committed: int
+    filtered: int
+    errors: int
+    retries: int
+    dead_letters: int
+    skipped: int
+    busy: int
+    workers: int
+    latency_p50: float | None
+    latency_p99: float | None
+    queue_depth: int
+    queue_capacity: int
+    queue_high_water: int
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        stats: NodeStats,
+        *,
+        workers: int,
+        depth: int,
+        capacity: int,
+        high_water: int,
+    ) -> NodeMetrics:
+        return cls(
+            name=name,
+            received=stats.received,
+            emitted=stats.emitted,
+            committed=stats.committed,
+            filtered=stats.filtered,
+            errors=stats.errors,
+            retries=stats.retries,
+            dead_letters=stats.dead_letters,
+            skipped=stats.skipped,
+            busy=stats.busy,
+            workers=workers,
+            latency_p50=stats.percentile(0.50),
+            latency_p99=stats.percentile(0.99),
+            queue_depth=depth,
+            queue_capacity=capacity,
+            queue_high_water=high_water,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineMetrics:
+    """A snapshot of the whole pipeline: ``nodes`` by name, plus pipeline-wide figures."""
+
+    state: str
+    nodes: dict[str, NodeMetrics]
+    worker_restarts: int
+    uptime: float
+
+    def __getitem__(self, node: str) -> NodeMetrics:
+        return self.nodes[node]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, ready for ``json.dumps``."""
+        return asdict(self)

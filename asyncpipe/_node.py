@@ -1,0 +1,380 @@
+"""One node at run time: pull from the inbox, call the handler, emit downstream.
+
+Messages travel as ``(payload, receipt)`` pairs. For a message with a receipt, a node
+``fork``s the receipt once per copy it sends downstream *before* it ``settle``s the copy it
+consumed, so the receipt's count of messages in flight cannot reach zero early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import types
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._channel import Channel, EndOfStream
+from ._deadletter import DeadLetter
+from ._errors import ChannelClosed, HandlerError
+from ._graph import ErrorPolicy, HandlerNode
+from ._handler import Adapted, Kind, Rejection, _rejections, collect_rejections
+from ._metrics import NodeStats
+from ._offload import OffloadedHandler, WorkerPool
+from ._receipt import Outcome, Receipt
+
+__all__ = ["Envelope", "NodeRuntime"]
+
+logger = logging.getLogger(__name__)
+
+Envelope = tuple[Any, Receipt | None]
+_STREAMED: Any = object()  # a generator's outputs were emitted while it ran
+DeadLetterWriter = Callable[[DeadLetter, Receipt | None], Awaitable[None]]
+
+
+class NodeRuntime:
+    """Runs one :class:`HandlerNode` inside a pipeline."""
+
+    def __init__(
+        self,
+        node: HandlerNode,
+        *,
+        inbox: Channel[Envelope] | None,
+        outputs: list[Channel[Envelope]],
+        workers: int,
+        pool: WorkerPool | None,
+        dead_letter: DeadLetterWriter,
+    ) -> None:
+        self.node = node
+        self.name = node.name
+        self.inbox = inbox
+        self.outputs = outputs
+        self.workers = workers
+        self.terminal = not outputs
+        self.stats = NodeStats()
+        self._pool = pool
+        self._dead_letter = dead_letter
+        handler = node.handler
+        self._handler: Adapted | None = handler
+        self._offloaded = (
+            OffloadedHandler.prepare(node.name, handler)
+            if node.cpu and handler is not None
+            else None
+        )
+        self._streams_on_loop = handler is not None and handler.streams and pool is None
+
+    # -- task bodies -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Process the inbox until it is closed and drained, then close the outputs."""
+        try:
+            if self.workers == 1:
+                await self._serial()
+            elif self.node.ordered:
+                await self._ordered()
+            else:
+                async with asyncio.TaskGroup() as group:
+                    for i in range(self.workers):
+                        group.create_task(self._serial(), name=f"asyncpipe:{self.name}:{i}")
+        finally:
+            for channel in self.outputs:
+                channel.close_sender()
+
+    async def feed(self, source: Any) -> None:
+        """Emit every item of a source node's iterator, then close the outputs."""
+        try:
+            async for item in source:
+                self.stats.received += 1
+                await self.emit(item, None)
+        except ChannelClosed:
+            raise
+        except Exception as exc:
+            await self._failed(exc, None, None, attempts=1)
+        finally:
+            aclose = getattr(source, "aclose", None)
+            try:
+                if aclose is not None:
+                    async with asyncio.timeout(10):
+                        await aclose()
+            finally:
+                for channel in self.outputs:
+                    channel.close_sender()
+
+    async def _serial(self) -> None:
+        assert self.inbox is not None
+        collect_rejections()  # this task's rejection list, reused message after message
+        get = self.inbox.get
+        process = self._process
+        while True:
+            try:
+                payload, receipt = await get()
+            except EndOfStream:
+                return
+            outputs = await process(payload, receipt, True)
+            if outputs is not None:
+                await self._emit_settle(outputs, receipt)
+
+    async def _ordered(self) -> None:
+        # Up to `workers` messages are processed concurrently by per-message tasks; this
+        # task awaits them in arrival order and emits their outputs in that order.
+        assert self.inbox is not None
+        inbox = self.inbox
+        in_order: Channel[tuple[asyncio.Task[list[Any] | None], Receipt | None]]
+        in_order = Channel(max(1, self.workers - 1), f"{self.name}:in-order")
+
+        async def dispatch(group: asyncio.TaskGroup) -> None:
+            try:
+                async for payload, receipt in inbox:
+                    task = group.create_task(self._process_isolated(payload, receipt))
+                    await in_order.put((task, receipt))
+            finally:
+                in_order.close()
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(dispatch(group), name=f"asyncpipe:{self.name}:dispatch")
+            async for task, receipt in in_order:
+                outputs = await task
+                if outputs is not None:
+                    await self._emit_settle(outputs, receipt)
+
+    async def _process_isolated(self, payload: Any, receipt: Receipt | None) -> list[Any] | None:
+        collect_rejections()
+        return await self._process(payload, receipt, False)
+
+    # -- processing one message ------------------------------------------------------------
+
+    async def _process(
+        self, payload: Any, receipt: Receipt | None, stream: bool
+    ) -> list[Any] | None:
+        """Handle one message with retries and the error policy.
+
+        Returns the outputs still to emit, or None when the message already reached its end
+        (committed by a terminal node, filtered, dead-lettered, skipped); in that case its
+        receipt has been settled. With ``stream`` true, generator outputs are emitted as
+        they are produced and ``[]`` is returned.
+        """
+        stats = self.stats
+        stats.received += 1
+        stats.busy += 1
+        started = time.perf_counter()
+        attempts = 0
+        rejections = _rejections.get()
+        assert rejections is not None
+        try:
+            while True:
+                attempts += 1
+                emitted = 0
+                rejections.clear()
+                try:
+                    if self._handler is None:
+                        result: Any = payload
+                    elif self._streams_on_loop:
+                        result = []
+                        async for out in self._iterate(payload):
+                            if stream:
+                                emitted += 1
+                                await self.emit(out, receipt)
+                            else:
+                                result.append(out)
+                        if stream:
+                            result = _STREAMED if emitted else None
+                    elif self.node.parallel:
+                        result = await self._call_chunks(payload, rejections)
+                    else:
+                        result = await self._call(payload, rejections)
+                    break
+                except Exception as exc:
+                    stats.errors += 1
+                    if emitted or attempts > self.node.retries:
+                        await self._failed(exc, payload, receipt, attempts)
+                        return None
+                    stats.retries += 1
+                    await self._backoff(exc, attempts)
+            if rejections:
+                await self._reject(rejections, receipt)
+            return self._outputs_of(result, payload, receipt)
+        finally:
+            stats.busy -= 1
+            stats.observe(time.perf_counter() - started)
+
+    def _outputs_of(self, result: Any, payload: Any, receipt: Receipt | None) -> list[Any] | None:
+        if self.terminal:
+            self.stats.committed += 1
+            if receipt is not None:
+                receipt.settle(Outcome.COMMITTED, payload)
+            return None
+        if result is _STREAMED:
+            return []
+        streams = self._handler is not None and self._handler.streams
+        if result is None or (streams and not result):
+            self.stats.filtered += 1
+            if receipt is not None:
+                receipt.settle(Outcome.FILTERED, payload)
+            return None
+        return list(result) if streams else [result]
+
+    async def _call(self, data: Any, rejections: list[Rejection]) -> Any:
+        handler = self._handler
+        assert handler is not None
+        if self._offloaded is not None:
+            assert self._pool is not None
+            result, remote = await self._pool.call(self._offloaded, data)
+            rejections.extend(remote)
+            return result
+        if handler.kind is Kind.ASYNC:
+            return await handler.call(data)
+        result = handler.call(data)
+        if type(result) is types.CoroutineType:  # a plain function that returned a coroutine
+            result = await result
+        return result
+
+    async def _call_chunks(self, data: Any, rejections: list[Rejection]) -> list[Any]:
+        if not isinstance(data, list | tuple):
+            raise TypeError(
+                f"node {self.name!r} has parallel=True and expects list messages, "
+                f"got {type(data).__name__}"
+            )
+        size = -(-len(data) // self.node.chunks) or 1
+        bounds = [(i, data[i : i + size]) for i in range(0, len(data), size)] or [(0, data)]
+
+        async def one(offset: int, chunk: Any) -> tuple[Any, list[Rejection]]:
+            mine = collect_rejections()
+            result = await self._call(chunk, mine)
+            return result, [_shift(r, offset) for r in mine]
+
+        results = await _all_or_first_error([one(offset, chunk) for offset, chunk in bounds])
+        merged: list[Any] = []
+        for result, chunk_rejections in results:
+            rejections.extend(chunk_rejections)
+            if result is None:
+                continue
+            if not isinstance(result, list | tuple):
+                raise TypeError(
+                    f"node {self.name!r} has parallel=True: its handler must return a list "
+                    f"per chunk, got {type(result).__name__}"
+                )
+            merged.extend(result)
+        return merged
+
+    async def _iterate(self, payload: Any) -> Any:
+        handler = self._handler
+        assert handler is not None
+        if handler.kind is Kind.ASYNC_GEN:
+            async for out in handler.call(payload):
+                yield out
+        else:
+            for out in handler.call(payload):
+                yield out
+
+    async def _backoff(self, exc: Exception, attempt: int) -> None:
+        delay = min(self.node.backoff * 2 ** (attempt - 1), self.node.max_backoff)
+        logger.info(
+            "node %r: %s: %s; retry %d/%d in %.3fs",
+            self.name,
+            type(exc).__name__,
+            exc,
+            attempt,
+            self.node.retries,
+            delay,
+            extra={"node": self.name},
+        )
+        if delay:
+            await asyncio.sleep(delay)
+
+    # -- endings ---------------------------------------------------------------------------
+
+    async def _failed(
+        self, exc: Exception, payload: Any, receipt: Receipt | None, attempts: int
+    ) -> None:
+        label = self._handler.label if self._handler else "source"
+        if self.node.on_error is ErrorPolicy.FAIL:
+            error = HandlerError(self.name, f"{label} raised {type(exc).__name__}: {exc}")
+            raise error from exc
+        if self.node.on_error is ErrorPolicy.SKIP:
+            logger.warning(
+                "node %r: skipped a message after %d attempt(s): %s: %s",
+                self.name,
+                attempts,
+                type(exc).__name__,
+                exc,
+                extra={"node": self.name},
+            )
+            self.stats.skipped += 1
+            if receipt is not None:
+                receipt.settle(Outcome.SKIPPED, payload)
+            return
+        letter = DeadLetter.from_exception(
+            self.name,
+            exc,
+            payload,
+            attempts=attempts,
+            receipt_id=receipt.id if receipt else None,
+        )
+        logger.warning(
+            "node %r: dead-lettered a message after %d attempt(s): %s: %s",
+            self.name,
+            attempts,
+            letter.error_type,
+            letter.error_message,
+            extra={"node": self.name},
+        )
+        self.stats.dead_letters += 1
+        await self._dead_letter(letter, receipt)
+        if receipt is not None:
+            receipt.settle(Outcome.DEAD_LETTERED, payload)
+
+    async def _reject(self, rejections: list[Rejection], receipt: Receipt | None) -> None:
+        for rejection in rejections:
+            letter = DeadLetter(
+                node=self.name,
+                error_type="Rejected",
+                error_message=rejection.reason,
+                payload=rejection.payload,
+                index=rejection.index,
+                receipt_id=receipt.id if receipt else None,
+            )
+            self.stats.dead_letters += 1
+            await self._dead_letter(letter, receipt)
+            if receipt is not None:
+                receipt.record(Outcome.DEAD_LETTERED, rejection.payload)
+        rejections.clear()
+
+    # -- emitting --------------------------------------------------------------------------
+
+    async def emit(self, item: Any, receipt: Receipt | None) -> None:
+        """Send one output to every dependent (waiting while any is full)."""
+        outputs = self.outputs
+        if receipt is not None:
+            receipt.fork(len(outputs))
+        envelope = (item, receipt)
+        for channel in outputs:
+            if not channel.put_nowait(envelope):
+                await channel.put(envelope)
+        self.stats.emitted += 1
+
+    async def _emit_settle(self, outputs: list[Any], receipt: Receipt | None) -> None:
+        for item in outputs:
+            await self.emit(item, receipt)
+        if receipt is not None:
+            receipt.settle(None)
+
+
+def _shift(rejection: Rejection, offset: int) -> Rejection:
+    if rejection.index is None or not offset:
+        return rejection
+    return Rejection(rejection.payload, rejection.reason, rejection.index + offset)
+
+
+async def _all_or_first_error(coros: list[Any]) -> list[Any]:
+    """Run coroutines concurrently; on the first failure cancel the rest and raise it."""
+    if len(coros) == 1:
+        return [await coros[0]]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coros]
+    except BaseExceptionGroup as group_error:
+        first = group_error.exceptions[0]
+        if isinstance(first, Exception):
+            raise first from None
+        raise
+    return [t.result() for t in tasks]

@@ -1,0 +1,138 @@
+"""Receipts: knowing when everything derived from a submitted message is done.
+
+Every message submitted from outside carries a :class:`Receipt`. The receipt keeps a count
+of derived messages still in flight: a node that turns one message into ``k`` outputs for
+``d`` downstream nodes adds ``k * d`` before it releases the one it consumed, so the count
+can only reach zero when every descendant has reached a terminal point. The runtime is
+single-threaded (one event loop), so plain integer arithmetic is enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import time
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from ._errors import PipelineAborted
+
+if TYPE_CHECKING:
+    from ._deadletter import DeadLetter
+
+__all__ = ["Outcome", "Receipt"]
+
+_ids = itertools.count(1)
+
+
+class Outcome(enum.StrEnum):
+    """Where a message's journey ended."""
+
+    COMMITTED = "committed"  #: handled by a terminal node (a sink) without error
+    FILTERED = "filtered"  #: a handler returned None (or a generator yielded nothing)
+    DEAD_LETTERED = "dead_lettered"  #: failed after its retries, or rejected by a handler
+    SKIPPED = "skipped"  #: failed under the ``on_error="skip"`` policy
+
+
+def item_count(payload: Any) -> int:
+    """How many items a message holds: its length for a list or tuple, else 1."""
+    return len(payload) if isinstance(payload, list | tuple) else 1
+
+
+class Receipt:
+    """Awaitable record of one submitted message and everything derived from it.
+
+    ``await receipt`` (or ``await receipt.wait(timeout)``) returns the receipt itself once
+    every derived message has reached a terminal point; then :attr:`counts` gives terminal
+    events per :class:`Outcome` and :attr:`items` the items they held (the length of list
+    payloads). Waiting raises :class:`PipelineAborted` if the pipeline is aborted first.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_future",
+        "_pending",
+        "counts",
+        "dead_letters",
+        "finished_at",
+        "id",
+        "items",
+        "node",
+        "submitted_at",
+    )
+
+    def __init__(self, node: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.id: int = next(_ids)
+        self.node = node
+        self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        self.items: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        #: Dead letters derived from this message (failures and rejected items).
+        self.dead_letters: list[DeadLetter] = []
+        self.submitted_at = time.monotonic()
+        self.finished_at: float | None = None
+        self._pending = 1
+        self._future: asyncio.Future[Receipt] = loop.create_future()
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else f"pending={self._pending}"
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts.items() if v)
+        return f"<Receipt #{self.id} {self.node!r} {state} {counts}>"
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    @property
+    def committed(self) -> int:
+        return self.counts[Outcome.COMMITTED]
+
+    @property
+    def filtered(self) -> int:
+        return self.counts[Outcome.FILTERED]
+
+    @property
+    def dead_lettered(self) -> int:
+        return self.counts[Outcome.DEAD_LETTERED]
+
+    @property
+    def skipped(self) -> int:
+        return self.counts[Outcome.SKIPPED]
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from submission to the last terminal event (None while pending)."""
+        return None if self.finished_at is None else self.finished_at - self.submitted_at
+
+    async def wait(self, timeout: float | None = None) -> Receipt:
+        """Wait until done; raise TimeoutError after ``timeout`` seconds (the receipt lives on)."""
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(self._future)
+
+    def __await__(self) -> Generator[Any, None, Receipt]:
+        return self.wait().__await__()
+
+    # -- used by the runtime ---------------------------------------------------------------
+
+    def fork(self, n: int) -> None:
+        """``n`` more derived messages are in flight."""
+        self._pending += n
+
+    def settle(self, outcome: Outcome | None, payload: Any = None, events: int = 1) -> None:
+        """One derived message is done; ``outcome`` None means it was transformed, not ended."""
+        if outcome is not None:
+            self.record(outcome, payload, events)
+        self._pending -= 1
+        if self._pending == 0 and not self._future.done():
+            self.finished_at = time.monotonic()
+            self._future.set_result(self)
+
+    def record(self, outcome: Outcome, payload: Any, events: int = 1) -> None:
+        """Count a terminal event without changing what is in flight."""
+        self.counts[outcome] += events
+        self.items[outcome] += item_count(payload)
+
+    def abort(self, reason: str) -> None:
+        if not self._future.done():
+            self._future.set_exception(PipelineAborted(f"receipt #{self.id}: {reason}"))
+            # Nobody may be waiting; mark the exception retrieved so asyncio does not log it.
+            self._future.exception()

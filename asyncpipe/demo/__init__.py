@@ -1,0 +1,1 @@
+"""The shipped demo: the seed's bank pipeline (``python -m asyncpipe.demo``)."""
