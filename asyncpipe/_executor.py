@@ -284,7 +284,8 @@ class PipelineExecutor:
                 raise PipelineAborted("pipeline aborted") from None
             raise
         except BaseExceptionGroup as group_error:
-            raise _unwrap(group_error) from None
+            # The leaf keeps its own __cause__ (e.g. the handler's exception).
+            raise _unwrap(group_error)  # noqa: B904
         finally:
             self._intake_open = False
             self._state = ExecutorState.STOPPING

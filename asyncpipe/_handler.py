@@ -190,8 +190,10 @@ def _takes_no_arguments(fn: Callable[..., Any]) -> bool:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
         return False
+    # A function that can take a positional argument (required, optional or *args) is a
+    # handler; only one that takes none is a source.
     return not any(
-        p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
         for p in signature.parameters.values()
     )
 

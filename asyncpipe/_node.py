@@ -21,7 +21,7 @@ from ._graph import ErrorPolicy, HandlerNode
 from ._handler import Adapted, Kind, Rejection, _rejections, collect_rejections
 from ._metrics import NodeStats
 from ._offload import OffloadedHandler, WorkerPool
-from ._receipt import Outcome, Receipt
+from ._receipt import Outcome, Receipt, item_count
 
 __all__ = ["Envelope", "NodeRuntime"]
 
@@ -119,13 +119,18 @@ class NodeRuntime:
         # task awaits them in arrival order and emits their outputs in that order.
         assert self.inbox is not None
         inbox = self.inbox
+        running = asyncio.Semaphore(self.workers)
         in_order: Channel[tuple[asyncio.Task[list[Any] | None], Receipt | None]]
-        in_order = Channel(max(1, self.workers - 1), f"{self.name}:in-order")
+        in_order = Channel(self.workers, f"{self.name}:in-order")
 
         async def dispatch(group: asyncio.TaskGroup) -> None:
             try:
                 async for payload, receipt in inbox:
-                    task = group.create_task(self._process_isolated(payload, receipt))
+                    await running.acquire()
+                    task = group.create_task(
+                        self._process_isolated(payload, receipt, running),
+                        name=f"asyncpipe:{self.name}:message",
+                    )
                     await in_order.put((task, receipt))
             finally:
                 in_order.close()
@@ -137,9 +142,14 @@ class NodeRuntime:
                 if outputs is not None:
                     await self._emit_settle(outputs, receipt)
 
-    async def _process_isolated(self, payload: Any, receipt: Receipt | None) -> list[Any] | None:
-        collect_rejections()
-        return await self._process(payload, receipt, False)
+    async def _process_isolated(
+        self, payload: Any, receipt: Receipt | None, running: asyncio.Semaphore
+    ) -> list[Any] | None:
+        try:
+            collect_rejections()
+            return await self._process(payload, receipt, False)
+        finally:
+            running.release()
 
     # -- processing one message ------------------------------------------------------------
 
@@ -190,18 +200,22 @@ class NodeRuntime:
                         return None
                     stats.retries += 1
                     await self._backoff(exc, attempts)
-            if rejections:
+            rejected = len(rejections)
+            if rejected:
                 await self._reject(rejections, receipt)
-            return self._outputs_of(result, payload, receipt)
+            return self._outputs_of(result, payload, receipt, rejected)
         finally:
             stats.busy -= 1
             stats.observe(time.perf_counter() - started)
 
-    def _outputs_of(self, result: Any, payload: Any, receipt: Receipt | None) -> list[Any] | None:
+    def _outputs_of(
+        self, result: Any, payload: Any, receipt: Receipt | None, rejected: int
+    ) -> list[Any] | None:
         if self.terminal:
             self.stats.committed += 1
             if receipt is not None:
-                receipt.settle(Outcome.COMMITTED, payload)
+                # Items this sink rejected were counted as dead letters, not as committed.
+                receipt.settle(Outcome.COMMITTED, items=max(0, item_count(payload) - rejected))
             return None
         if result is _STREAMED:
             return []

@@ -117,19 +117,24 @@ class Receipt:
         """``n`` more derived messages are in flight."""
         self._pending += n
 
-    def settle(self, outcome: Outcome | None, payload: Any = None, events: int = 1) -> None:
-        """One derived message is done; ``outcome`` None means it was transformed, not ended."""
+    def settle(
+        self, outcome: Outcome | None, payload: Any = None, *, items: int | None = None
+    ) -> None:
+        """One derived message is done; ``outcome`` None means it was transformed, not ended.
+
+        ``items`` overrides the item count taken from ``payload``.
+        """
         if outcome is not None:
-            self.record(outcome, payload, events)
+            self.record(outcome, payload, items=items)
         self._pending -= 1
         if self._pending == 0 and not self._future.done():
             self.finished_at = time.monotonic()
             self._future.set_result(self)
 
-    def record(self, outcome: Outcome, payload: Any, events: int = 1) -> None:
+    def record(self, outcome: Outcome, payload: Any, *, items: int | None = None) -> None:
         """Count a terminal event without changing what is in flight."""
-        self.counts[outcome] += events
-        self.items[outcome] += item_count(payload)
+        self.counts[outcome] += 1
+        self.items[outcome] += item_count(payload) if items is None else items
 
     def abort(self, reason: str) -> None:
         if not self._future.done():

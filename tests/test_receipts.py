@@ -1,0 +1,329 @@
+"""Receipts: one per submitted message, resolved once everything derived from it has ended."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from asyncpipe import (
+    HandlerNode,
+    Outcome,
+    PipelineAborted,
+    PipelineClosed,
+    PipelineExecutor,
+    Receipt,
+    reject,
+)
+from asyncpipe.testing import CollectingSink
+
+
+async def submit_one(
+    producers: Sequence[HandlerNode],
+    consumers: Sequence[HandlerNode],
+    message: Any,
+    node: str = "ingest",
+) -> tuple[Receipt, PipelineExecutor]:
+    """Run the pipeline, submit one message, wait for its receipt, drain.
+
+    Also checks that the receipt's figures were final when it resolved: nothing derived
+    from the message may end after that.
+    """
+    async with asyncio.timeout(10):
+        async with PipelineExecutor(producers, consumers) as executor:
+            receipt = await executor.submit(node, message)
+            await receipt.wait(10)
+            at_resolution = (dict(receipt.counts), dict(receipt.items))
+    assert (receipt.counts, receipt.items) == at_resolution, "counted after resolving"
+    return receipt, executor
+
+
+def chain(*steps: tuple[str, Any, dict[str, Any]]) -> tuple[list[HandlerNode], list[HandlerNode]]:
+    """ingest -> step -> step ... (each step a (name, handler, options) triple)."""
+    ingest = HandlerNode("ingest")
+    nodes, upstream = [], ingest
+    for name, handler, options in steps:
+        upstream = HandlerNode(name, handler, [upstream], **options)
+        nodes.append(upstream)
+    return [ingest], nodes
+
+
+class Sink(CollectingSink):
+    """A collecting sink that takes a few loop turns per message, so a receipt that resolved
+    before its sink finished would be caught."""
+
+    async def __call__(self, message: Any) -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await super().__call__(message)
+
+
+class Flaky:
+    """Fails the first ``failures`` calls, then echoes."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def __call__(self, message: Any) -> Any:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError(f"attempt {self.calls} failed")
+        return message
+
+
+def boom(message: Any) -> Any:
+    raise ValueError("boom")
+
+
+def drop_odd(batch: list[int]) -> list[int]:
+    kept = []
+    for i, x in enumerate(batch):
+        if x % 2:
+            reject(x, "odd", index=i)
+        else:
+            kept.append(x)
+    return kept
+
+
+# -- outcomes ------------------------------------------------------------------------------
+
+
+async def test_simple_chain_commits_once() -> None:
+    sink = Sink()
+    receipt, _ = await submit_one(*chain(("double", lambda x: x * 2, {}), ("sink", sink, {})), 21)
+    assert receipt.done()
+    assert receipt.counts[Outcome.COMMITTED] == 1
+    assert receipt.committed == 1
+    assert sum(receipt.counts.values()) == 1
+    assert sink.items == [42]
+
+
+async def test_receipt_await_returns_the_receipt_itself() -> None:
+    ingest = HandlerNode("ingest")
+    sink = HandlerNode("sink", Sink(), [ingest])
+    async with asyncio.timeout(10):
+        async with PipelineExecutor([ingest], [sink]) as executor:
+            receipt = await executor.submit("ingest", [1, 2])
+            assert await receipt is receipt
+    assert receipt.duration is not None and receipt.duration >= 0
+
+
+async def test_fan_out_to_two_sinks_commits_twice() -> None:
+    ingest = HandlerNode("ingest")
+    left = HandlerNode("left", Sink(), [ingest])
+    right = HandlerNode("right", Sink(), [ingest])
+    receipt, _ = await submit_one([ingest], [left, right], [1, 2, 3])
+    assert receipt.committed == 2
+    assert receipt.items[Outcome.COMMITTED] == 6
+
+
+async def test_handler_returning_none_is_counted_as_filtered() -> None:
+    receipt, _ = await submit_one(
+        *chain(("filter", lambda x: None, {}), ("sink", Sink(), {})), [1, 2]
+    )
+    assert receipt.filtered == 1
+    assert receipt.committed == 0
+    assert receipt.items[Outcome.FILTERED] == 2
+
+
+async def test_generator_with_three_outputs_commits_three_times() -> None:
+    def explode(batch: list[int]) -> Iterator[int]:
+        yield from batch
+
+    sink = Sink()
+    receipt, _ = await submit_one(*chain(("explode", explode, {}), ("sink", sink, {})), [7, 8, 9])
+    assert receipt.committed == 3
+    assert sink.items == [7, 8, 9]
+
+
+async def test_async_generator_yielding_nothing_is_counted_as_filtered() -> None:
+    async def nothing(message: Any) -> AsyncIterator[Any]:
+        for item in ():
+            yield item
+
+    receipt, _ = await submit_one(*chain(("nothing", nothing, {}), ("sink", Sink(), {})), "x")
+    assert receipt.filtered == 1
+    assert receipt.committed == 0
+
+
+async def test_parallel_chunking_still_commits_one_message_with_all_its_items() -> None:
+    def echo(chunk: list[int]) -> list[int]:
+        return chunk
+
+    receipt, _ = await submit_one(
+        *chain(("chunked", echo, {"parallel": True, "chunks": 3}), ("sink", Sink(), {})),
+        list(range(10)),
+    )
+    assert receipt.committed == 1
+    assert receipt.items[Outcome.COMMITTED] == 10
+
+
+async def test_rejected_items_are_counted_as_dead_lettered_and_the_rest_committed() -> None:
+    receipt, _ = await submit_one(
+        *chain(("evens", drop_odd, {}), ("sink", Sink(), {})), [0, 1, 2, 3, 4]
+    )
+    assert receipt.dead_lettered == 2
+    assert receipt.items[Outcome.DEAD_LETTERED] == 2
+    assert receipt.committed == 1
+    assert receipt.items[Outcome.COMMITTED] == 3
+
+
+async def test_receipt_carries_the_rejected_items_dead_letters_with_their_index() -> None:
+    receipt, executor = await submit_one(
+        *chain(("evens", drop_odd, {}), ("sink", Sink(), {})), [0, 1, 2, 3]
+    )
+    found = sorted((letter.index, letter.payload) for letter in receipt.dead_letters)
+    assert found == [(1, 1), (3, 3)]
+    assert all(letter.receipt_id == receipt.id for letter in receipt.dead_letters)
+    assert all(letter.error_message == "odd" for letter in receipt.dead_letters)
+    assert len(executor.dead_letters) == 2
+
+
+async def test_items_rejected_by_a_sink_are_not_counted_as_committed() -> None:
+    def store(batch: list[int]) -> None:
+        drop_odd(batch)
+
+    ingest = HandlerNode("ingest")
+    sink = HandlerNode("store", store, [ingest])
+    receipt, _ = await submit_one([ingest], [sink], [0, 1, 2, 3, 4])
+    assert receipt.items[Outcome.DEAD_LETTERED] == 2
+    # Every item of the batch ends exactly one way.
+    assert receipt.items[Outcome.COMMITTED] == 3
+
+
+async def test_retries_that_eventually_succeed_commit_once() -> None:
+    flaky = Flaky(failures=2)
+    receipt, executor = await submit_one(
+        *chain(("flaky", flaky, {"retries": 2, "backoff": 0}), ("sink", Sink(), {})),
+        "payload",
+    )
+    assert receipt.committed == 1
+    assert receipt.dead_lettered == 0
+    assert executor.metrics()["flaky"].retries == 2
+
+
+async def test_message_failing_after_its_retries_is_dead_lettered() -> None:
+    receipt, _ = await submit_one(
+        *chain(("boom", boom, {"retries": 1, "backoff": 0}), ("sink", Sink(), {})),
+        [1, 2],
+    )
+    assert receipt.dead_lettered == 1
+    assert receipt.items[Outcome.DEAD_LETTERED] == 2
+    assert receipt.committed == 0
+    [letter] = receipt.dead_letters
+    assert (letter.node, letter.attempts) == ("boom", 2)
+
+
+async def test_skip_policy_counts_the_message_as_skipped() -> None:
+    receipt, executor = await submit_one(
+        *chain(("boom", boom, {"on_error": "skip"}), ("sink", Sink(), {})), "x"
+    )
+    assert receipt.skipped == 1
+    assert receipt.dead_lettered == 0
+    assert receipt.dead_letters == []
+    assert executor.dead_letters == []
+
+
+# -- timing --------------------------------------------------------------------------------
+
+
+async def test_receipt_is_not_done_before_the_sink_has_finished() -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_sink(message: Any) -> None:
+        entered.set()
+        await release.wait()
+
+    ingest = HandlerNode("ingest")
+    sink = HandlerNode("sink", slow_sink, [ingest])
+    async with asyncio.timeout(10):
+        async with PipelineExecutor([ingest], [sink]) as executor:
+            receipt = await executor.submit("ingest", "m")
+            await entered.wait()
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert not receipt.done()
+            release.set()
+            await receipt.wait(10)
+    assert receipt.committed == 1
+
+
+async def test_receipt_wait_times_out_without_failing_the_receipt() -> None:
+    release = asyncio.Event()
+
+    async def slow_sink(message: Any) -> None:
+        await release.wait()
+
+    ingest = HandlerNode("ingest")
+    sink = HandlerNode("sink", slow_sink, [ingest])
+    async with asyncio.timeout(10):
+        async with PipelineExecutor([ingest], [sink]) as executor:
+            receipt = await executor.submit("ingest", "m")
+            with pytest.raises(TimeoutError):
+                await receipt.wait(0)
+            release.set()
+            await receipt.wait(10)
+    assert receipt.committed == 1
+
+
+# -- submit --------------------------------------------------------------------------------
+
+
+async def test_submit_to_an_unknown_node_raises_key_error() -> None:
+    ingest = HandlerNode("ingest")
+    sink = HandlerNode("sink", Sink(), [ingest])
+    async with asyncio.timeout(10):
+        async with PipelineExecutor([ingest], [sink]) as executor:
+            with pytest.raises(KeyError, match="nowhere"):
+                await executor.submit("nowhere", 1)
+
+
+async def test_submit_to_a_source_node_raises_value_error() -> None:
+    src = HandlerNode("src", [1, 2])
+    sink = HandlerNode("sink", Sink(), [src])
+    async with asyncio.timeout(10):
+        async with PipelineExecutor([src], [sink]) as executor:
+            with pytest.raises(ValueError, match="'src'"):
+                await executor.submit("src", 3)
+
+
+async def test_submit_before_start_raises_pipeline_closed() -> None:
+    ingest = HandlerNode("ingest")
+    sink = HandlerNode("sink", Sink(), [ingest])
+    executor = PipelineExecutor([ingest], [sink])
+    with pytest.raises(PipelineClosed):
+        await executor.submit("ingest", 1)
+
+
+async def test_submit_after_exit_raises_pipeline_closed() -> None:
+    ingest = HandlerNode("ingest")
+    sink = HandlerNode("sink", Sink(), [ingest])
+    async with asyncio.timeout(10):
+        async with PipelineExecutor([ingest], [sink]) as executor:
+            pass
+    with pytest.raises(PipelineClosed):
+        await executor.submit("ingest", 1)
+
+
+async def test_abort_makes_pending_receipts_raise_pipeline_aborted() -> None:
+    entered = asyncio.Event()
+
+    async def stuck(message: Any) -> None:
+        entered.set()
+        await asyncio.Event().wait()  # never set: only abort() ends this
+
+    ingest = HandlerNode("ingest")
+    sink = HandlerNode("sink", stuck, [ingest])
+    async with asyncio.timeout(10):
+        # Leaving the block re-raises the abort, like run() does after abort().
+        with pytest.raises(PipelineAborted):
+            async with PipelineExecutor([ingest], [sink]) as executor:
+                receipt = await executor.submit("ingest", "m")
+                await entered.wait()
+                executor.abort()
+                with pytest.raises(PipelineAborted):
+                    await receipt.wait(10)
+    assert receipt.done()
