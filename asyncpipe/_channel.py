@@ -18,13 +18,17 @@ import asyncio
 import collections
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ._errors import ChannelClosed
 
 __all__ = ["Channel", "ChannelStatistics", "EndOfStream"]
 
 T = TypeVar("T")
+D = TypeVar("D")
+
+#: A sentinel for :meth:`Channel.get_nowait`'s default.
+EMPTY: Any = object()
 
 
 class EndOfStream(Exception):
@@ -154,6 +158,16 @@ class Channel(Generic[T]):
             if self._closed:
                 raise EndOfStream
             await self._wait(self._getters)
+        item = buffer.popleft()
+        if self._putters:
+            _wake_one(self._putters)
+        return item
+
+    def get_nowait(self, default: D) -> T | D:
+        """Remove and return the next item if there is one, else return ``default``."""
+        buffer = self._buffer
+        if not buffer:
+            return default
         item = buffer.popleft()
         if self._putters:
             _wake_one(self._putters)

@@ -223,6 +223,7 @@ class PipelineExecutor:
         """Stop intake and let everything in flight drain (returns at once)."""
         if self._state is ExecutorState.RUNNING and self._stop_requested is not None:
             self._state = ExecutorState.STOPPING
+            self._intake_open = False  # refuse submit() from now on
             self._stop_requested.set()
 
     def abort(self) -> None:
@@ -317,8 +318,6 @@ class PipelineExecutor:
             stop.cancel()
 
     def _close_intake(self, sources: list[asyncio.Task[None]]) -> None:
-        if not self._intake_open:
-            return
         self._intake_open = False
         for task in sources:
             task.cancel()

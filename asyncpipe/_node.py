@@ -14,6 +14,7 @@ import types
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ._channel import EMPTY as _EMPTY
 from ._channel import Channel, EndOfStream
 from ._deadletter import DeadLetter
 from ._errors import ChannelClosed, HandlerError
@@ -83,9 +84,15 @@ class NodeRuntime:
     async def feed(self, source: Any) -> None:
         """Emit every item of a source node's iterator, then close the outputs."""
         try:
+            outputs = self.outputs
+            stats = self.stats
             async for item in source:
-                self.stats.received += 1
-                await self.emit(item, None)
+                stats.received += 1
+                envelope = (item, None)
+                for channel in outputs:
+                    if not channel.put_nowait(envelope):
+                        await channel.put(envelope)
+                stats.emitted += 1
         except ChannelClosed:
             raise
         except Exception as exc:
@@ -103,6 +110,9 @@ class NodeRuntime:
     async def _serial(self) -> None:
         assert self.inbox is not None
         collect_rejections()  # this task's rejection list, reused message after message
+        handler = self._handler
+        if handler is None or not (self._offloaded or self.node.parallel or handler.streams):
+            return await self._serial_fast()
         get = self.inbox.get
         process = self._process
         while True:
@@ -113,6 +123,78 @@ class NodeRuntime:
             outputs = await process(payload, receipt, True)
             if outputs is not None:
                 await self._emit_settle(outputs, receipt)
+
+    async def _serial_fast(self) -> None:
+        # The loop for the common node: one output per message from a function or
+        # coroutine on the event loop. It is _process + _emit_settle inlined, because
+        # per-message overhead is what limits a chain of light stages. Anything unusual
+        # (an error, a rejection) goes back to the general code.
+        inbox = self.inbox
+        assert inbox is not None
+        handler = self._handler
+        call = handler.call if handler is not None else None
+        is_async = handler is not None and handler.kind is Kind.ASYNC
+        rejections = _rejections.get()
+        assert rejections is not None
+        stats = self.stats
+        terminal = self.terminal
+        outputs = self.outputs
+        fan = len(outputs)
+        clock = time.perf_counter
+        while True:
+            envelope = inbox.get_nowait(_EMPTY)
+            if envelope is _EMPTY:
+                try:
+                    envelope = await inbox.get()
+                except EndOfStream:
+                    return
+            payload, receipt = envelope
+            stats.received += 1
+            stats.busy += 1
+            started = clock()
+            try:
+                if call is None:
+                    result = payload
+                elif is_async:
+                    result = await call(payload)
+                else:
+                    result = call(payload)
+                    if type(result) is types.CoroutineType:
+                        result = await result
+            except Exception as exc:
+                stats.busy -= 1
+                more = await self._process(payload, receipt, True, exc)
+                if more is not None:
+                    await self._emit_settle(more, receipt)
+                continue
+            stats.busy -= 1
+            stats.observe(clock() - started)
+            if rejections:
+                rejected = len(rejections)
+                await self._reject(rejections, receipt)
+                more = self._outputs_of(result, payload, receipt, rejected)
+                if more is not None:
+                    await self._emit_settle(more, receipt)
+                continue
+            if terminal:
+                stats.committed += 1
+                if receipt is not None:
+                    receipt.settle(Outcome.COMMITTED, payload)
+                continue
+            if result is None:
+                stats.filtered += 1
+                if receipt is not None:
+                    receipt.settle(Outcome.FILTERED, payload)
+                continue
+            if receipt is not None:
+                receipt.fork(fan)
+            envelope = (result, receipt)
+            for channel in outputs:
+                if not channel.put_nowait(envelope):
+                    await channel.put(envelope)
+            stats.emitted += 1
+            if receipt is not None:
+                receipt.settle(None)
 
     async def _ordered(self) -> None:
         # Up to `workers` messages are processed concurrently by per-message tasks; this
@@ -154,17 +236,23 @@ class NodeRuntime:
     # -- processing one message ------------------------------------------------------------
 
     async def _process(
-        self, payload: Any, receipt: Receipt | None, stream: bool
+        self,
+        payload: Any,
+        receipt: Receipt | None,
+        stream: bool,
+        failure: Exception | None = None,
     ) -> list[Any] | None:
         """Handle one message with retries and the error policy.
 
         Returns the outputs still to emit, or None when the message already reached its end
         (committed by a terminal node, filtered, dead-lettered, skipped); in that case its
         receipt has been settled. With ``stream`` true, generator outputs are emitted as
-        they are produced and ``[]`` is returned.
+        they are produced and ``[]`` is returned. ``failure`` is the error of a first
+        attempt already made (by the fast loop), to be handled as such.
         """
         stats = self.stats
-        stats.received += 1
+        if failure is None:
+            stats.received += 1
         stats.busy += 1
         started = time.perf_counter()
         attempts = 0
@@ -176,6 +264,10 @@ class NodeRuntime:
                 emitted = 0
                 rejections.clear()
                 try:
+                    if failure is not None:
+                        first: Exception = failure
+                        failure = None
+                        raise first
                     if self._handler is None:
                         result: Any = payload
                     elif self._streams_on_loop:
