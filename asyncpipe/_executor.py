@@ -98,8 +98,10 @@ class PipelineExecutor:
         self._pools: list[WorkerPool] = []
         self._receipts: weakref.WeakSet[Receipt] = weakref.WeakSet()
         self._intake_open = False
-        self._stop_requested: asyncio.Event | None = None
-        self._started: asyncio.Event | None = None
+        # asyncio.Event binds to a loop only when first waited on, so these can be made here.
+        self._stop_requested = asyncio.Event()
+        self._started = asyncio.Event()
+        self._closed = asyncio.Event()
         self._run_task: asyncio.Task[None] | None = None
         self._abort_requested = False
         self._handle_signals = False
@@ -188,7 +190,6 @@ class PipelineExecutor:
         self._run_task = asyncio.create_task(
             self._execute(close_when_sources_done=False), name="asyncpipe:executor"
         )
-        assert self._started is not None
         started = asyncio.create_task(self._started.wait())
         await asyncio.wait([started, self._run_task], return_when=asyncio.FIRST_COMPLETED)
         if not started.done():
@@ -219,9 +220,24 @@ class PipelineExecutor:
         if self._run_task is not None and self._run_task is not asyncio.current_task():
             await asyncio.shield(self._run_task)
 
+    async def wait_started(self) -> None:
+        """Wait until a ``run()`` started elsewhere accepts ``submit()``.
+
+        Raises :class:`PipelineClosed` if the pipeline closed (or failed) without starting.
+        """
+        started = asyncio.ensure_future(self._started.wait())
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait([started, closed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            started.cancel()
+            closed.cancel()
+        if not self._intake_open:
+            raise PipelineClosed(f"pipeline is {self._state}: not accepting input")
+
     def stop(self) -> None:
         """Stop intake and let everything in flight drain (returns at once)."""
-        if self._state is ExecutorState.RUNNING and self._stop_requested is not None:
+        if self._state is ExecutorState.RUNNING:
             self._state = ExecutorState.STOPPING
             self._intake_open = False  # refuse submit() from now on
             self._stop_requested.set()
@@ -239,11 +255,8 @@ class PipelineExecutor:
                 "create a new one to run the pipeline again"
             )
         self._state = ExecutorState.RUNNING
-        self._stop_requested = asyncio.Event()
-        self._started = asyncio.Event()
 
     async def _execute(self, *, close_when_sources_done: bool) -> None:
-        assert self._stop_requested is not None and self._started is not None
         self._started_at = self._last_activity = time.monotonic()
         remove_signals = (
             install_signal_handlers(self.stop, self.abort) if self._handle_signals else None
@@ -297,12 +310,12 @@ class PipelineExecutor:
             if remove_signals is not None:
                 remove_signals()
             self._state = ExecutorState.CLOSED
+            self._closed.set()
             logger.info("pipeline closed")
 
     async def _until_intake_ends(
         self, sources: list[asyncio.Task[None]], close_when_sources_done: bool
     ) -> None:
-        assert self._stop_requested is not None
         stop = asyncio.ensure_future(self._stop_requested.wait())
         try:
             if not (close_when_sources_done and sources):

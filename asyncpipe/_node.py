@@ -167,6 +167,9 @@ class NodeRuntime:
                 if more is not None:
                     await self._emit_settle(more, receipt)
                 continue
+            except BaseException:  # cancelled mid-call
+                stats.busy -= 1
+                raise
             stats.busy -= 1
             stats.observe(clock() - started)
             if rejections:

@@ -167,6 +167,7 @@ class WorkerPool:
         # so each worker has its next call ready while the previous result travels back.
         self._slots = asyncio.Semaphore(2 * max_workers)
         self._suspects = asyncio.Lock()
+        self._retired: list[dict[int, Any]] = []  # processes of replaced pools
 
     def _ensure(self) -> Executor:
         if self._executor is None:
@@ -209,7 +210,17 @@ class WorkerPool:
                 return await self._once(handler.key, handler.blob, data)
 
     async def _once(self, *args: Any) -> tuple[Any, list[Rejection]]:
-        future = self._ensure().submit(_worker_call, *args)
+        executor = self._ensure()
+        try:
+            future = executor.submit(_worker_call, *args)
+        except BrokenProcessPool:
+            raise
+        except Exception as exc:
+            if not self._owned:
+                raise
+            # Our pool could not start a worker or take the call (e.g. it is breaking while
+            # a worker spawns): a pool failure, not the handler's. Replace and retry.
+            raise BrokenProcessPool(f"process pool failed: {exc!r}") from exc
         result: tuple[Any, list[Rejection]] = await asyncio.wrap_future(future)
         return result
 
@@ -220,11 +231,32 @@ class WorkerPool:
         self.restarts += 1
         broken, self._executor = self._executor, None
         if broken is not None:
+            # shutdown() forgets the pool's processes; keep them to reap stragglers later.
+            self._retired.append(dict(getattr(broken, "_processes", None) or {}))
             broken.shutdown(wait=False, cancel_futures=True)
         logger.warning("process pool broken; replaced it (restart #%d)", self.restarts)
 
     async def aclose(self) -> None:
         """Shut an owned pool down without blocking the event loop (workers run teardown)."""
         executor, self._executor = self._executor, None
-        if executor is not None and self._owned:
+        if not self._owned:
+            return
+        if executor is not None:
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        retired, self._retired = self._retired, []
+        if retired:
+            await asyncio.to_thread(_reap, retired)
+
+
+def _reap(pools: list[dict[int, Any]]) -> None:
+    """Kill worker processes left behind by broken pools.
+
+    CPython 3.11's ProcessPoolExecutor can start a worker (in submit()) while its manager
+    thread is already terminating a broken pool's workers; that worker never gets work nor a
+    stop sentinel, and the interpreter would wait for it at exit.
+    """
+    for processes in pools:
+        for process in processes.values():
+            if process.is_alive():
+                process.kill()
+            process.join(5)

@@ -1,0 +1,394 @@
+"""Running a pipeline: run(), async with, start(), stop(), abort(), cancellation, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncpipe import (
+    BaseHandler,
+    HandlerError,
+    HandlerNode,
+    PipelineAborted,
+    PipelineClosed,
+    PipelineExecutor,
+    Receipt,
+)
+from asyncpipe.testing import CollectingSink
+
+TIMEOUT = 10  # seconds; a bound for awaits that would otherwise hang
+SCRIPT = Path(__file__).parent / "scripts" / "signal_pipeline.py"
+
+
+class Held(BaseHandler):
+    """A sink that holds every message until ``release`` is set; counts teardowns."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+        self.teardowns = 0
+
+    async def handle(self, message: Any) -> None:
+        self.seen.append(message)
+        self.arrived.set()
+        await self.release.wait()
+
+    async def teardown(self) -> None:
+        self.teardowns += 1
+
+
+class Yielding(CollectingSink):
+    """A collecting sink that yields to the loop a few times per message, so messages are
+    still in flight when the test acts."""
+
+    async def __call__(self, message: Any) -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await super().__call__(message)
+
+
+def fed_by_submit(sink: Any, **options: Any) -> PipelineExecutor:
+    """ingest (no handler, fed by submit()) -> sink."""
+    ingest = HandlerNode("ingest")
+    out = HandlerNode("sink", sink, [ingest])
+    return PipelineExecutor([ingest], [out], **options)
+
+
+def from_source(items: Any, sink: Any, **options: Any) -> PipelineExecutor:
+    source = HandlerNode("source", items)
+    out = HandlerNode("sink", sink, [source])
+    return PipelineExecutor([source], [out], **options)
+
+
+async def submit_once_open(executor: PipelineExecutor, node: str, message: Any) -> Receipt:
+    """submit() as soon as a run() started in another task accepts input."""
+    async with asyncio.timeout(TIMEOUT):
+        await executor.wait_started()
+        return await executor.submit(node, message)
+
+
+def pending_asyncpipe_tasks() -> list[asyncio.Task[Any]]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task.get_name().startswith("asyncpipe") and not task.done()
+    ]
+
+
+# -- run() -------------------------------------------------------------------------------
+
+
+async def test_run_returns_when_sources_are_exhausted() -> None:
+    sink = CollectingSink()
+    executor = from_source([1, 2, 3], sink)
+
+    async with asyncio.timeout(TIMEOUT):
+        await executor.run()
+
+    assert sink.items == [1, 2, 3]
+    assert executor.state == "closed"
+
+
+async def test_pipeline_without_sources_stops_by_itself_after_idle_timeout() -> None:
+    sink = CollectingSink()
+    executor = fed_by_submit(sink, idle_timeout=0.2)
+    run = asyncio.create_task(executor.run())
+
+    receipts = [await submit_once_open(executor, "ingest", i) for i in range(3)]
+    async with asyncio.timeout(TIMEOUT):
+        for receipt in receipts:
+            await receipt
+        await run  # nobody calls stop(): idleness does
+
+    assert sink.items == [0, 1, 2]
+    assert executor.state == "closed"
+
+
+async def test_executor_runs_only_once() -> None:
+    executor = from_source([1], CollectingSink())
+    async with asyncio.timeout(TIMEOUT):
+        await executor.run()
+
+    with pytest.raises(RuntimeError, match="runs once"):
+        await executor.run()
+    with pytest.raises(RuntimeError, match="runs once"):
+        async with executor:
+            pass
+
+
+# -- async with --------------------------------------------------------------------------
+
+
+async def test_async_with_drains_submitted_messages_on_normal_exit() -> None:
+    sink = Yielding()
+    async with asyncio.timeout(TIMEOUT):
+        async with fed_by_submit(sink) as executor:
+            receipts = [await executor.submit("ingest", i) for i in range(50)]
+            assert len(sink.items) < 50  # still in flight when the block ends
+
+    assert sink.items == list(range(50))
+    assert all(receipt.done() and receipt.committed == 1 for receipt in receipts)
+    assert executor.state == "closed"
+
+
+async def test_async_with_aborts_and_reraises_when_the_body_raises() -> None:
+    held = Held()
+    with pytest.raises(ValueError, match="boom"):
+        async with asyncio.timeout(TIMEOUT):
+            async with fed_by_submit(held) as executor:
+                receipts = [await executor.submit("ingest", i) for i in range(3)]
+                await held.arrived.wait()
+                raise ValueError("boom")
+
+    for receipt in receipts:  # aborted, not drained: the sink is still holding message 0
+        with pytest.raises(PipelineAborted):
+            await receipt.wait(TIMEOUT)
+    assert held.seen == [0]
+    assert executor.state == "closed"
+
+
+# -- stop() and abort() ------------------------------------------------------------------
+
+
+async def test_stop_from_another_task_drains_what_was_submitted() -> None:
+    sink = Yielding()
+    executor = fed_by_submit(sink)
+    run = asyncio.create_task(executor.run())
+    receipts = [await submit_once_open(executor, "ingest", i) for i in range(20)]
+    assert len(sink.items) < 20
+
+    executor.stop()
+    async with asyncio.timeout(TIMEOUT):
+        await run
+
+    assert sink.items == list(range(20))
+    assert all(receipt.done() and receipt.committed == 1 for receipt in receipts)
+
+
+async def test_submit_after_stop_is_refused() -> None:
+    executor = fed_by_submit(CollectingSink())
+    run = asyncio.create_task(executor.run())
+    await submit_once_open(executor, "ingest", 0)
+
+    executor.stop()
+    with pytest.raises(PipelineClosed):
+        await executor.submit("ingest", 1)
+    async with asyncio.timeout(TIMEOUT):
+        await run
+
+
+async def test_abort_makes_run_raise_pipeline_aborted() -> None:
+    held = Held()
+    executor = fed_by_submit(held)
+    run = asyncio.create_task(executor.run())
+    await submit_once_open(executor, "ingest", 0)
+    async with asyncio.timeout(TIMEOUT):
+        await held.arrived.wait()
+
+    executor.abort()
+    with pytest.raises(PipelineAborted):
+        async with asyncio.timeout(TIMEOUT):
+            await run
+    assert executor.state == "closed"
+
+
+async def test_abort_fails_outstanding_receipts_with_pipeline_aborted() -> None:
+    held = Held()
+    executor = fed_by_submit(held)
+    run = asyncio.create_task(executor.run())
+    receipts = [await submit_once_open(executor, "ingest", i) for i in range(3)]
+    async with asyncio.timeout(TIMEOUT):
+        await held.arrived.wait()
+
+    executor.abort()
+    with pytest.raises(PipelineAborted):
+        await run
+    for receipt in receipts:
+        with pytest.raises(PipelineAborted):
+            await receipt.wait(TIMEOUT)
+
+
+# -- cancellation ------------------------------------------------------------------------
+
+
+async def cancel_while_handling(held: Held) -> PipelineExecutor:
+    """Run source -> held sink in a task, cancel the task mid-message, return the executor."""
+    executor = from_source([1, 2, 3], held)
+    run = asyncio.create_task(executor.run())
+    async with asyncio.timeout(TIMEOUT):
+        await held.arrived.wait()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(TIMEOUT):
+            await run
+    assert run.cancelled()
+    return executor
+
+
+async def test_cancelling_run_propagates_cancelled_error_and_calls_teardown() -> None:
+    held = Held()
+    executor = await cancel_while_handling(held)
+
+    assert held.teardowns == 1
+    assert executor.state == "closed"
+
+
+async def test_cancelling_run_leaves_no_asyncpipe_task_pending() -> None:
+    await cancel_while_handling(Held())
+
+    assert pending_asyncpipe_tasks() == []
+
+
+async def test_aborted_async_with_leaves_no_asyncpipe_task_pending() -> None:
+    held = Held()
+    with pytest.raises(ValueError, match="boom"):
+        async with asyncio.timeout(TIMEOUT):
+            async with fed_by_submit(held) as executor:
+                await executor.submit("ingest", 0)
+                await held.arrived.wait()
+                raise ValueError("boom")
+
+    assert pending_asyncpipe_tasks() == []
+
+
+# -- state after any run -----------------------------------------------------------------
+
+
+def fail(message: Any) -> None:
+    raise RuntimeError(f"cannot handle {message}")
+
+
+async def end_exhausted(executor: PipelineExecutor, held: Held, run: asyncio.Task[None]) -> None:
+    held.release.set()
+    await run
+
+
+async def end_stopped(executor: PipelineExecutor, held: Held, run: asyncio.Task[None]) -> None:
+    executor.stop()
+    held.release.set()
+    await run
+
+
+async def end_aborted(executor: PipelineExecutor, held: Held, run: asyncio.Task[None]) -> None:
+    executor.abort()
+    with pytest.raises(PipelineAborted):
+        await run
+
+
+async def end_cancelled(executor: PipelineExecutor, held: Held, run: asyncio.Task[None]) -> None:
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+
+@pytest.mark.parametrize(
+    "end", [end_exhausted, end_stopped, end_aborted, end_cancelled], ids=lambda f: f.__name__
+)
+async def test_executor_is_closed_after_the_run_ends(end: Callable[..., Any]) -> None:
+    held = Held()
+    executor = from_source([1, 2], held)
+    run = asyncio.create_task(executor.run())
+    async with asyncio.timeout(TIMEOUT):
+        await held.arrived.wait()
+        assert executor.state == "running"
+        await end(executor, held, run)
+
+    assert executor.state == "closed"
+
+
+async def test_executor_is_closed_after_a_fail_fast_handler_fails() -> None:
+    source = HandlerNode("source", [1, 2])
+    node = HandlerNode("fail", fail, [source], on_error="fail")
+    executor = PipelineExecutor([source], [node])
+
+    with pytest.raises(HandlerError):
+        async with asyncio.timeout(TIMEOUT):
+            await executor.run()
+    assert executor.state == "closed"
+
+
+# -- start() -----------------------------------------------------------------------------
+
+
+def test_start_runs_the_pipeline_synchronously_on_uvloop() -> None:
+    loops: list[str] = []
+
+    async def record(message: int) -> None:
+        loops.append(type(asyncio.get_running_loop()).__module__)
+
+    executor = from_source([1, 2, 3], record)
+    executor.start()
+
+    assert loops == ["uvloop"] * 3
+    assert executor.state == "closed"
+
+
+# -- signals (a real process) ------------------------------------------------------------
+
+
+async def start_script(mode: str) -> asyncio.subprocess.Process:
+    """Start the signal pipeline script and wait for its ``ready`` line."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(SCRIPT),
+        mode,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            line = await process.stdout.readline()
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    assert line == b"ready\n", line
+    return process
+
+
+async def finish(process: asyncio.subprocess.Process) -> tuple[int, str, str]:
+    """Wait for the process to exit (killing it if it hangs); return (code, out, err)."""
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            out, err = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.communicate()
+        pytest.fail("the pipeline process did not exit after the signal(s)")
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_sigint_drains_the_pipeline_and_exits_cleanly() -> None:
+    process = await start_script("drain")
+
+    process.send_signal(signal.SIGINT)
+    code, out, err = await finish(process)
+
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "teardown" in lines
+    [finished] = [line for line in lines if line.startswith("finished")]
+    _, emitted, committed = finished.split()
+    assert emitted.split("=")[1] == committed.split("=")[1]  # everything emitted committed
+
+
+async def test_second_signal_aborts_a_pipeline_that_cannot_drain() -> None:
+    process = await start_script("hang")
+
+    process.send_signal(signal.SIGTERM)  # drain: cannot finish, the sink never returns
+    process.send_signal(signal.SIGINT)  # abort
+    code, out, err = await finish(process)
+
+    assert code != 0
+    assert "PipelineAborted" in err
+    assert "teardown" in out.splitlines()
+    assert not any(line.startswith("finished") for line in out.splitlines())
