@@ -82,17 +82,26 @@ class NodeRuntime:
                 channel.close_sender()
 
     async def feed(self, source: Any) -> None:
-        """Emit every item of a source node's iterator, then close the outputs."""
+        """Emit every item of a source node's iterator, then close the outputs.
+
+        A source may call :func:`asyncpipe.reject` for input it cannot turn into a message
+        (a malformed line, say): that becomes a dead letter and the source goes on.
+        """
+        rejections = collect_rejections()  # the source iterates in this task's context
         try:
             outputs = self.outputs
             stats = self.stats
             async for item in source:
+                if rejections:
+                    await self._reject(rejections, None)
                 stats.received += 1
                 envelope = (item, None)
                 for channel in outputs:
                     if not channel.put_nowait(envelope):
                         await channel.put(envelope)
                 stats.emitted += 1
+            if rejections:
+                await self._reject(rejections, None)
         except ChannelClosed:
             raise
         except Exception as exc:

@@ -16,6 +16,7 @@ from asyncpipe import (
     HandlerError,
     HandlerNode,
     PipelineExecutor,
+    reject,
 )
 from asyncpipe.testing import CollectingSink, run_handler, run_pipeline
 
@@ -230,3 +231,24 @@ async def test_failing_setup_makes_async_with_raise_handler_error() -> None:
         with pytest.raises(HandlerError, match="'node'"):
             async with PipelineExecutor([ingest], [node]):
                 pass
+
+
+async def test_a_source_can_reject_input_and_go_on() -> None:
+    async def lines() -> Any:
+        for number, line in enumerate(["1", "x", "3", "y"], start=1):
+            if not line.isdigit():
+                reject(line, f"not a number at line {number}", index=number)
+                continue
+            yield int(line)
+
+    sink = CollectingSink()
+    source = HandlerNode("lines", lines)
+    out = HandlerNode("sink", sink, [source])
+    executor = await run_pipeline([source], [out], timeout=10)
+
+    assert sink.items == [1, 3]
+    assert [(d.node, d.error_message, d.payload, d.index) for d in executor.dead_letters] == [
+        ("lines", "not a number at line 2", "x", 2),
+        ("lines", "not a number at line 4", "y", 4),
+    ]
+    assert executor.metrics()["lines"].dead_letters == 2
