@@ -7,6 +7,7 @@ Hierarchy::
     ├── ChannelClosed        a put into a channel that no longer accepts items
     │   └── PipelineClosed   a submit() into a pipeline that is not accepting input
     ├── HandlerError         a handler failed under the fail-fast policy (carries the node name)
+    │   ├── HandlerSetupError  a handler's setup() failed: its node cannot run
     │   └── WorkerCrashed    the worker process running a handler died
     └── PipelineAborted      the pipeline was aborted; outstanding receipts fail with it
 
@@ -20,6 +21,7 @@ __all__ = [
     "ChannelClosed",
     "GraphError",
     "HandlerError",
+    "HandlerSetupError",
     "PipelineAborted",
     "PipelineClosed",
     "WorkerCrashed",
@@ -57,6 +59,13 @@ class HandlerError(AsyncpipeError):
         super().__init__(f"node {node!r}: {message}")
         #: Name of the node whose handler failed.
         self.node = node
+
+
+class HandlerSetupError(HandlerError):
+    """A handler's ``setup()`` failed, on the event loop or in a worker process.
+
+    The node cannot run, so the pipeline stops whatever the node's error policy.
+    """
 
 
 class WorkerCrashed(HandlerError):

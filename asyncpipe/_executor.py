@@ -17,6 +17,7 @@ shuts down off the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -28,7 +29,13 @@ from typing import Any
 
 from ._channel import Channel
 from ._deadletter import DeadLetter, DeadLetterSink, MemoryDeadLetterSink
-from ._errors import AsyncpipeError, ChannelClosed, HandlerError, PipelineAborted, PipelineClosed
+from ._errors import (
+    AsyncpipeError,
+    ChannelClosed,
+    HandlerSetupError,
+    PipelineAborted,
+    PipelineClosed,
+)
 from ._graph import Graph, HandlerNode, default_pool_size
 from ._metrics import NodeMetrics, PipelineMetrics
 from ._node import Envelope, NodeRuntime
@@ -104,6 +111,7 @@ class PipelineExecutor:
         self._closed = asyncio.Event()
         self._run_task: asyncio.Task[None] | None = None
         self._abort_requested = False
+        self._cleaning = False
         self._handle_signals = False
         self._last_activity = 0.0
         self._started_at: float | None = None
@@ -187,14 +195,21 @@ class PipelineExecutor:
 
     async def __aenter__(self) -> PipelineExecutor:
         self._enter()
-        self._run_task = asyncio.create_task(
+        run_task = self._run_task = asyncio.create_task(
             self._execute(close_when_sources_done=False), name="asyncpipe:executor"
         )
         started = asyncio.create_task(self._started.wait())
-        await asyncio.wait([started, self._run_task], return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait([started, run_task], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled while starting: take the pipeline down with us
+            started.cancel()
+            self.abort()
+            with contextlib.suppress(BaseException):
+                await run_task
+            raise
         if not started.done():
             started.cancel()
-            await self._run_task  # it ended before starting: raise why
+            await run_task  # it ended before starting: raise why
         return self
 
     async def __aexit__(
@@ -213,12 +228,21 @@ class PipelineExecutor:
         except PipelineAborted:
             if exc is None:
                 raise
+        except BaseException as run_error:
+            if exc is not None and not isinstance(exc, Exception):
+                # The body was cancelled (or interrupted): that must propagate, not the
+                # pipeline's own earlier failure.
+                logger.error("pipeline had failed: %r", run_error)
+                return
+            raise
 
     async def aclose(self) -> None:
-        """Stop gracefully and wait until drained (idempotent)."""
+        """Stop gracefully and wait until drained and closed (idempotent)."""
+        if self._state is ExecutorState.CREATED:
+            return
         self.stop()
-        if self._run_task is not None and self._run_task is not asyncio.current_task():
-            await asyncio.shield(self._run_task)
+        if self._run_task is not asyncio.current_task():
+            await self._closed.wait()
 
     async def wait_started(self) -> None:
         """Wait until a ``run()`` started elsewhere accepts ``submit()``.
@@ -243,8 +267,16 @@ class PipelineExecutor:
             self._stop_requested.set()
 
     def abort(self) -> None:
-        """Cancel everything now; outstanding receipts fail with PipelineAborted."""
-        if self._run_task is not None and not self._run_task.done():
+        """Cancel everything now; outstanding receipts fail with PipelineAborted and
+        worker processes are killed. Does nothing once the pipeline is closed."""
+        if self._state in (ExecutorState.CREATED, ExecutorState.CLOSED):
+            return
+        if self._cleaning:
+            # Already past the drain: only the process pool shutdown can still take long.
+            for pool in self._pools:
+                pool.kill()
+            return
+        if self._run_task is not None and not self._abort_requested:
             self._abort_requested = True
             self._run_task.cancel()
 
@@ -257,10 +289,11 @@ class PipelineExecutor:
         self._state = ExecutorState.RUNNING
 
     async def _execute(self, *, close_when_sources_done: bool) -> None:
-        self._started_at = self._last_activity = time.monotonic()
+        self._started_at = time.monotonic()
         remove_signals = (
             install_signal_handlers(self.stop, self.abort) if self._handle_signals else None
         )
+        drained = False
         try:
             await self._setup_handlers()
             async with asyncio.TaskGroup() as group:
@@ -274,11 +307,11 @@ class PipelineExecutor:
                             group.create_task(runtime.run(), name=f"asyncpipe:{name}")
                         )
                 sources = [
-                    group.create_task(rt.feed(rt.node.source()), name=f"asyncpipe:{name}")
+                    group.create_task(rt.feed(rt.node.source), name=f"asyncpipe:{name}")
                     for name, rt in self._runtimes.items()
                     if rt.node.source is not None
                 ]
-                self._intake_open = True
+                self._intake_open = self._state is ExecutorState.RUNNING
                 self._started.set()
                 logger.info("pipeline started: %s", ", ".join(self.graph.order))
                 watchdog = (
@@ -287,11 +320,12 @@ class PipelineExecutor:
                     else None
                 )
                 await self._until_intake_ends(sources, close_when_sources_done)
-                self._close_intake(sources)
+                self._close_intake()
                 if node_tasks:
                     await asyncio.wait(node_tasks)
                 if watchdog is not None:
                     watchdog.cancel()
+            drained = True
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self._abort_requested and task is not None and task.uncancel() == 0:
@@ -303,15 +337,20 @@ class PipelineExecutor:
         finally:
             self._intake_open = False
             self._state = ExecutorState.STOPPING
+            self._cleaning = True
             for runtime in self._runtimes.values():
                 if runtime.inbox is not None:
                     runtime.inbox.abort()
-            await self._cleanup()
-            if remove_signals is not None:
-                remove_signals()
-            self._state = ExecutorState.CLOSED
-            self._closed.set()
-            logger.info("pipeline closed")
+            for receipt in list(self._receipts):
+                receipt.abort("the pipeline stopped before this message was done")
+            try:
+                await self._cleanup(graceful=drained)
+            finally:
+                if remove_signals is not None:
+                    remove_signals()
+                self._state = ExecutorState.CLOSED
+                self._closed.set()
+                logger.info("pipeline closed")
 
     async def _until_intake_ends(
         self, sources: list[asyncio.Task[None]], close_when_sources_done: bool
@@ -330,17 +369,18 @@ class PipelineExecutor:
         finally:
             stop.cancel()
 
-    def _close_intake(self, sources: list[asyncio.Task[None]]) -> None:
+    def _close_intake(self) -> None:
         self._intake_open = False
-        for task in sources:
-            task.cancel()
         for runtime in self._runtimes.values():
             if runtime.inbox is not None:
                 runtime.inbox.close_sender()
+            else:
+                runtime.stop_source()
 
     async def _watch_idle(self) -> None:
         assert self.idle_timeout is not None
         loop = asyncio.get_running_loop()
+        self._last_activity = time.monotonic()  # idle time counts from intake opening
         while True:
             activity = self._activity()
             await asyncio.sleep(
@@ -374,13 +414,13 @@ class PipelineExecutor:
                 if asyncio.iscoroutine(result):
                     await result
             except Exception as exc:
-                raise HandlerError(runtime.name, f"setup() failed: {exc!r}") from exc
+                raise HandlerSetupError(runtime.name, f"setup() failed: {exc!r}") from exc
 
         async with asyncio.TaskGroup() as group:
             for runtime in self._runtimes.values():
                 group.create_task(setup(runtime), name=f"asyncpipe:{runtime.name}:setup")
 
-    async def _cleanup(self) -> None:
+    async def _cleanup(self, *, graceful: bool) -> None:
         for runtime in self._runtimes.values():
             handler = runtime.node.handler
             hook = getattr(handler.obj, "teardown", None) if handler else None
@@ -394,9 +434,9 @@ class PipelineExecutor:
             except Exception:
                 logger.exception("node %r: teardown() failed", runtime.name)
         for pool in self._pools:
+            if not graceful:
+                pool.kill()  # aborted or failed: don't wait for running jobs
             await pool.aclose()
-        for receipt in list(self._receipts):
-            receipt.abort("the pipeline stopped before this message was done")
 
     # -- intake ----------------------------------------------------------------------------
 

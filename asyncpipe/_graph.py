@@ -115,6 +115,11 @@ class HandlerNode:
         self.max_backoff = max_backoff
         if self.cpu and self.handler is None:
             raise ValueError(f"node {name!r}: cpu=True needs a handler to run")
+        if parallel and (self.handler is None or self.handler.streams):
+            raise ValueError(
+                f"node {name!r}: parallel=True needs a handler that returns one list per "
+                "chunk (not a generator, not a source)"
+            )
 
     def __repr__(self) -> str:
         what = "source" if self.source else (self.handler.label if self.handler else "identity")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import functools
 import inspect
 import types
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -148,7 +149,7 @@ def adapt(obj: Any) -> Adapted:
 
 def _kind_of(fn: Callable[..., Any]) -> Kind:
     probe: Any = fn
-    if not (inspect.isroutine(fn) or isinstance(fn, types.MethodType)):
+    if not (inspect.isroutine(fn) or isinstance(fn, types.MethodType | functools.partial)):
         probe = type(fn).__call__  # a callable object: look at its __call__
     if inspect.isasyncgenfunction(probe):
         return Kind.ASYNC_GEN

@@ -17,7 +17,7 @@ from typing import Any
 from ._channel import EMPTY as _EMPTY
 from ._channel import Channel, EndOfStream
 from ._deadletter import DeadLetter
-from ._errors import ChannelClosed, HandlerError
+from ._errors import ChannelClosed, HandlerError, HandlerSetupError
 from ._graph import ErrorPolicy, HandlerNode
 from ._handler import Adapted, Kind, Rejection, _rejections, collect_rejections
 from ._metrics import NodeStats
@@ -63,6 +63,9 @@ class NodeRuntime:
             else None
         )
         self._streams_on_loop = handler is not None and handler.streams and pool is None
+        self._source_task: asyncio.Task[Any] | None = None
+        self._source_pulling = False
+        self._source_stopping = False
 
     # -- task bodies -----------------------------------------------------------------------
 
@@ -77,21 +80,48 @@ class NodeRuntime:
                 async with asyncio.TaskGroup() as group:
                     for i in range(self.workers):
                         group.create_task(self._serial(), name=f"asyncpipe:{self.name}:{i}")
+        except BaseException:
+            # This node will take nothing more: make whoever sends to it fail fast.
+            if self.inbox is not None:
+                self.inbox.abort()
+            raise
         finally:
             for channel in self.outputs:
                 channel.close_sender()
 
-    async def feed(self, source: Any) -> None:
+    def stop_source(self) -> None:
+        """Stop a source node gracefully: no more items are pulled; one already pulled is
+        still delivered to every dependent."""
+        self._source_stopping = True
+        if self._source_task is not None and self._source_pulling:
+            self._source_task.cancel()
+
+    async def feed(self, source_factory: Callable[[], Any]) -> None:
         """Emit every item of a source node's iterator, then close the outputs.
 
         A source may call :func:`asyncpipe.reject` for input it cannot turn into a message
         (a malformed line, say): that becomes a dead letter and the source goes on.
         """
+        self._source_task = asyncio.current_task()
         rejections = collect_rejections()  # the source iterates in this task's context
+        source: Any = None
+        outputs = self.outputs
+        stats = self.stats
         try:
-            outputs = self.outputs
-            stats = self.stats
-            async for item in source:
+            source = source_factory()
+            while not self._source_stopping:
+                self._source_pulling = True
+                try:
+                    item = await anext(source)
+                except StopAsyncIteration:
+                    break
+                except asyncio.CancelledError:
+                    task = self._source_task
+                    if self._source_stopping and task is not None and task.uncancel() == 0:
+                        break  # stop_source() interrupted the wait for the next item
+                    raise
+                finally:
+                    self._source_pulling = False
                 if rejections:
                     await self._reject(rejections, None)
                 stats.received += 1
@@ -105,6 +135,8 @@ class NodeRuntime:
         except ChannelClosed:
             raise
         except Exception as exc:
+            if rejections:
+                await self._reject(rejections, None)
             await self._failed(exc, None, None, attempts=1)
         finally:
             aclose = getattr(source, "aclose", None)
@@ -176,7 +208,14 @@ class NodeRuntime:
                 if more is not None:
                     await self._emit_settle(more, receipt)
                 continue
-            except BaseException:  # cancelled mid-call
+            except asyncio.CancelledError as exc:
+                stats.busy -= 1
+                failure = _not_ours(exc)
+                more = await self._process(payload, receipt, True, failure)
+                if more is not None:
+                    await self._emit_settle(more, receipt)
+                continue
+            except BaseException:
                 stats.busy -= 1
                 raise
             stats.busy -= 1
@@ -297,9 +336,13 @@ class NodeRuntime:
                     else:
                         result = await self._call(payload, rejections)
                     break
-                except Exception as exc:
+                except HandlerSetupError:
+                    raise
+                except (Exception, asyncio.CancelledError) as caught:
+                    exc = caught if isinstance(caught, Exception) else _not_ours(caught)
                     stats.errors += 1
                     if emitted or attempts > self.node.retries:
+                        rejections.clear()  # the whole message is dead: forget its rejections
                         await self._failed(exc, payload, receipt, attempts)
                         return None
                     stats.retries += 1
@@ -327,7 +370,7 @@ class NodeRuntime:
         if result is None or (streams and not result):
             self.stats.filtered += 1
             if receipt is not None:
-                receipt.settle(Outcome.FILTERED, payload)
+                receipt.settle(Outcome.FILTERED, items=max(0, item_count(payload) - rejected))
             return None
         return list(result) if streams else [result]
 
@@ -346,7 +389,7 @@ class NodeRuntime:
             result = await result
         return result
 
-    async def _call_chunks(self, data: Any, rejections: list[Rejection]) -> list[Any]:
+    async def _call_chunks(self, data: Any, rejections: list[Rejection]) -> list[Any] | None:
         if not isinstance(data, list | tuple):
             raise TypeError(
                 f"node {self.name!r} has parallel=True and expects list messages, "
@@ -361,6 +404,10 @@ class NodeRuntime:
             return result, [_shift(r, offset) for r in mine]
 
         results = await _all_or_first_error([one(offset, chunk) for offset, chunk in bounds])
+        if all(result is None for result, _ in results):
+            for _, chunk_rejections in results:
+                rejections.extend(chunk_rejections)
+            return None  # every chunk filtered: the message is filtered
         merged: list[Any] = []
         for result, chunk_rejections in results:
             rejections.extend(chunk_rejections)
@@ -454,7 +501,7 @@ class NodeRuntime:
             self.stats.dead_letters += 1
             await self._dead_letter(letter, receipt)
             if receipt is not None:
-                receipt.record(Outcome.DEAD_LETTERED, rejection.payload)
+                receipt.record(Outcome.DEAD_LETTERED, rejection.payload, items=1)
         rejections.clear()
 
     # -- emitting --------------------------------------------------------------------------
@@ -487,12 +534,26 @@ async def _all_or_first_error(coros: list[Any]) -> list[Any]:
     """Run coroutines concurrently; on the first failure cancel the rest and raise it."""
     if len(coros) == 1:
         return [await coros[0]]
+    first: Exception | None = None
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(c) for c in coros]
     except BaseExceptionGroup as group_error:
-        first = group_error.exceptions[0]
-        if isinstance(first, Exception):
-            raise first from None
-        raise
+        leaf = group_error.exceptions[0]
+        if not isinstance(leaf, Exception):
+            raise
+        first = leaf
+    if first is not None:
+        raise first  # outside the except block, so its own __cause__ stays in front
     return [t.result() for t in tasks]
+
+
+def _not_ours(exc: asyncio.CancelledError) -> Exception:
+    """A CancelledError from a handler: re-raise it if this task is being cancelled,
+    otherwise it is the handler's failure (e.g. it awaited a future someone cancelled)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise exc
+    error = RuntimeError("handler raised CancelledError (the pipeline did not cancel it)")
+    error.__cause__ = exc
+    return error

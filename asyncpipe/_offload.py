@@ -29,7 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import WorkerCrashed
+from ._errors import HandlerSetupError, WorkerCrashed
 from ._handler import Adapted, Kind, Rejection, adapt, collect_rejections
 
 __all__ = ["OffloadedHandler", "WorkerPool"]
@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 class _HandlerMissing(Exception):
     """Raised in a worker that has not loaded the handler yet."""
+
+
+class _SetupFailed(Exception):
+    """Raised in a worker whose copy of the handler failed its setup()."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +115,12 @@ def _load(key: str, blob: bytes) -> Adapted:
     adapted = adapt(obj)
     setup = getattr(obj, "setup", None)
     if setup is not None:
-        result = setup()
-        if inspect.isawaitable(result):
-            _run(result)
+        try:
+            result = setup()
+            if inspect.isawaitable(result):
+                _run(result)
+        except Exception as exc:
+            raise _SetupFailed(f"setup() of {adapted.label} failed in a worker: {exc!r}") from exc
     if not _loaded:
         # Runs when the worker exits normally (pool shutdown), not on a crash.
         multiprocessing.util.Finalize(None, _teardown_all, exitpriority=10)
@@ -187,6 +194,8 @@ class WorkerPool:
                     async with self._suspects:
                         return await self._submit(handler, data)
                 return await self._submit(handler, data)
+            except _SetupFailed as exc:
+                raise HandlerSetupError(handler.node, str(exc)) from exc
             except BrokenProcessPool as exc:
                 crashes += 1
                 self._replace(generation)
@@ -215,7 +224,7 @@ class WorkerPool:
             future = executor.submit(_worker_call, *args)
         except BrokenProcessPool:
             raise
-        except Exception as exc:
+        except OSError as exc:
             if not self._owned:
                 raise
             # Our pool could not start a worker or take the call (e.g. it is breaking while
@@ -235,6 +244,18 @@ class WorkerPool:
             self._retired.append(dict(getattr(broken, "_processes", None) or {}))
             broken.shutdown(wait=False, cancel_futures=True)
         logger.warning("process pool broken; replaced it (restart #%d)", self.restarts)
+
+    def kill(self) -> None:
+        """Kill an owned pool's worker processes now (jobs in flight are lost)."""
+        if not self._owned or self._executor is None:
+            return
+        processes = dict(getattr(self._executor, "_processes", None) or {})
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = None
+        self._retired.append(processes)
+        for process in processes.values():
+            if process.is_alive():
+                process.kill()
 
     async def aclose(self) -> None:
         """Shut an owned pool down without blocking the event loop (workers run teardown)."""
