@@ -163,3 +163,36 @@ class TeardownMarker(BaseHandler):
 
     def teardown(self) -> None:
         Path(self.directory, f"teardown-{os.getpid()}").touch()
+
+
+class Hang(BaseHandler):
+    """A job that never finishes: tells the test's unix socket server at ``address`` that
+    it started (its pid), then waits on an event nobody sets. It gives up after ``limit``
+    seconds only so that a test that fails does not leave it running for good."""
+
+    def __init__(self, address: str, limit: float = 30.0) -> None:
+        self.address = address
+        self.limit = limit
+
+    def handle(self, message: Any) -> Any:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(self.address)
+            sock.sendall(f"{os.getpid()}\n".encode())
+        threading.Event().wait(self.limit)
+        return message
+
+
+class FailingSetup(BaseHandler):
+    """Its setup() fails (a model file that is not there); handle() would echo."""
+
+    def setup(self) -> None:
+        raise FileNotFoundError("model.bin")
+
+    def handle(self, message: Any) -> Any:
+        return message
+
+
+def drop_chunk(chunk: list[Any]) -> None:
+    """A filter for parallel=True nodes: drops every chunk."""
+    return None
