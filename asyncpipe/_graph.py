@@ -45,7 +45,7 @@ class HandlerNode:
         parallel: split each list message into ``chunks`` chunks, handle them concurrently
             (in the process pool for ``cpu=True`` nodes) and re-assemble the results in order.
         chunks: number of chunks for ``parallel=True``.
-        workers: concurrent handler calls; default 1, or the pool size for ``cpu=True``.
+        workers: concurrent handler calls; default 1, or twice the pool size for ``cpu=True``.
         ordered: with ``workers > 1``, emit in input order (default) or as completed.
         capacity: bound of the node's input channel, in messages.
         cpu: run the handler in worker processes (the pipeline's process pool).
@@ -135,7 +135,9 @@ class HandlerNode:
     def resolved_workers(self, pool_size: int) -> int:
         if self.workers is not None:
             return self.workers
-        return pool_size if self.cpu else 1
+        # Offloaded: two calls in flight per worker process, so each worker has its next
+        # message ready while the previous result travels back.
+        return 2 * pool_size if self.cpu else 1
 
 
 def _check_positive(node: str, **values: int) -> None:

@@ -192,7 +192,10 @@ class NodeRuntime:
             payload, receipt = envelope
             stats.received += 1
             stats.busy += 1
-            started = clock()
+            # Time the first messages and then one in 16: two clock reads per message are
+            # a visible share of a light stage, and recent percentiles need no more.
+            timed = stats.received < 256 or not stats.received & 15
+            started = clock() if timed else 0.0
             try:
                 if call is None:
                     result = payload
@@ -219,7 +222,8 @@ class NodeRuntime:
                 stats.busy -= 1
                 raise
             stats.busy -= 1
-            stats.observe(clock() - started)
+            if timed:
+                stats.observe(clock() - started)
             if rejections:
                 rejected = len(rejections)
                 await self._reject(rejections, receipt)
