@@ -10,6 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pipelines import (
+    TIMEOUT,
+    fed_by_submit,
+    from_source,
+    pending_asyncpipe_tasks,
+    submit_once_open,
+)
 
 from asyncpipe import (
     BaseHandler,
@@ -18,11 +25,9 @@ from asyncpipe import (
     PipelineAborted,
     PipelineClosed,
     PipelineExecutor,
-    Receipt,
 )
 from asyncpipe.testing import CollectingSink
 
-TIMEOUT = 10  # seconds; a bound for awaits that would otherwise hang
 SCRIPT = Path(__file__).parent / "scripts" / "signal_pipeline.py"
 
 
@@ -52,34 +57,6 @@ class Yielding(CollectingSink):
         for _ in range(3):
             await asyncio.sleep(0)
         await super().__call__(message)
-
-
-def fed_by_submit(sink: Any, **options: Any) -> PipelineExecutor:
-    """ingest (no handler, fed by submit()) -> sink."""
-    ingest = HandlerNode("ingest")
-    out = HandlerNode("sink", sink, [ingest])
-    return PipelineExecutor([ingest], [out], **options)
-
-
-def from_source(items: Any, sink: Any, **options: Any) -> PipelineExecutor:
-    source = HandlerNode("source", items)
-    out = HandlerNode("sink", sink, [source])
-    return PipelineExecutor([source], [out], **options)
-
-
-async def submit_once_open(executor: PipelineExecutor, node: str, message: Any) -> Receipt:
-    """submit() as soon as a run() started in another task accepts input."""
-    async with asyncio.timeout(TIMEOUT):
-        await executor.wait_started()
-        return await executor.submit(node, message)
-
-
-def pending_asyncpipe_tasks() -> list[asyncio.Task[Any]]:
-    return [
-        task
-        for task in asyncio.all_tasks()
-        if task.get_name().startswith("asyncpipe") and not task.done()
-    ]
 
 
 # -- run() -------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
+from workers import reject_odd
 
 from asyncpipe import (
     HandlerNode,
@@ -15,7 +16,6 @@ from asyncpipe import (
     PipelineClosed,
     PipelineExecutor,
     Receipt,
-    reject,
 )
 from asyncpipe.testing import CollectingSink
 
@@ -76,16 +76,6 @@ class Flaky:
 
 def boom(message: Any) -> Any:
     raise ValueError("boom")
-
-
-def drop_odd(batch: list[int]) -> list[int]:
-    kept = []
-    for i, x in enumerate(batch):
-        if x % 2:
-            reject(x, "odd", index=i)
-        else:
-            kept.append(x)
-    return kept
 
 
 # -- outcomes ------------------------------------------------------------------------------
@@ -163,7 +153,7 @@ async def test_parallel_chunking_still_commits_one_message_with_all_its_items() 
 
 async def test_rejected_items_are_counted_as_dead_lettered_and_the_rest_committed() -> None:
     receipt, _ = await submit_one(
-        *chain(("evens", drop_odd, {}), ("sink", Sink(), {})), [0, 1, 2, 3, 4]
+        *chain(("evens", reject_odd, {}), ("sink", Sink(), {})), [0, 1, 2, 3, 4]
     )
     assert receipt.dead_lettered == 2
     assert receipt.items[Outcome.DEAD_LETTERED] == 2
@@ -173,7 +163,7 @@ async def test_rejected_items_are_counted_as_dead_lettered_and_the_rest_committe
 
 async def test_receipt_carries_the_rejected_items_dead_letters_with_their_index() -> None:
     receipt, executor = await submit_one(
-        *chain(("evens", drop_odd, {}), ("sink", Sink(), {})), [0, 1, 2, 3]
+        *chain(("evens", reject_odd, {}), ("sink", Sink(), {})), [0, 1, 2, 3]
     )
     found = sorted((letter.index, letter.payload) for letter in receipt.dead_letters)
     assert found == [(1, 1), (3, 3)]
@@ -184,7 +174,7 @@ async def test_receipt_carries_the_rejected_items_dead_letters_with_their_index(
 
 async def test_items_rejected_by_a_sink_are_not_counted_as_committed() -> None:
     def store(batch: list[int]) -> None:
-        drop_odd(batch)
+        reject_odd(batch)
 
     ingest = HandlerNode("ingest")
     sink = HandlerNode("store", store, [ingest])

@@ -19,6 +19,13 @@ from typing import Any
 
 import pytest
 import workers
+from pipelines import (
+    TIMEOUT,
+    fed_by_submit,
+    from_source,
+    pending_asyncpipe_tasks,
+    submit_once_open,
+)
 
 from asyncpipe import (
     BaseHandler,
@@ -28,43 +35,11 @@ from asyncpipe import (
     Outcome,
     PipelineAborted,
     PipelineExecutor,
-    Receipt,
     reject,
 )
 from asyncpipe.testing import CollectingSink, run_handler, run_pipeline
 
-TIMEOUT = 10  # seconds; a bound for awaits that would otherwise hang
-
-
 # -- helpers -------------------------------------------------------------------------------
-
-
-def fed_by_submit(sink: Any, **options: Any) -> PipelineExecutor:
-    """ingest (no handler, fed by submit()) -> sink."""
-    ingest = HandlerNode("ingest")
-    out = HandlerNode("sink", sink, [ingest])
-    return PipelineExecutor([ingest], [out], **options)
-
-
-def from_source(items: Any, sink: Any, **options: Any) -> PipelineExecutor:
-    source = HandlerNode("source", items)
-    out = HandlerNode("sink", sink, [source])
-    return PipelineExecutor([source], [out], **options)
-
-
-async def submit_once_open(executor: PipelineExecutor, node: str, message: Any) -> Receipt:
-    """submit() as soon as a run() started in another task accepts input."""
-    async with asyncio.timeout(TIMEOUT):
-        await executor.wait_started()
-        return await executor.submit(node, message)
-
-
-def pending_asyncpipe_tasks() -> list[asyncio.Task[Any]]:
-    return [
-        task
-        for task in asyncio.all_tasks()
-        if task.get_name().startswith("asyncpipe") and not task.done()
-    ]
 
 
 @contextlib.asynccontextmanager
