@@ -9,7 +9,7 @@ Lifecycle: created -> running -> stopping -> closed. An executor runs once.
 * ``start()``: the seed's synchronous entry point: ``run()`` in a new loop (uvloop when
   installed), with SIGINT/SIGTERM handled (first: drain, second: abort).
 
-Graceful stop is an ordered drain: stop intake (sources are cancelled, ``submit()`` refused)
+Graceful stop is an ordered drain: stop intake (sources stop pulling, ``submit()`` refused)
 -> end-of-stream flows down the channels -> sinks finish -> teardowns -> the process pool
 shuts down off the loop.
 """
@@ -37,11 +37,13 @@ from ._errors import (
     PipelineClosed,
 )
 from ._graph import Graph, HandlerNode, default_pool_size
+from ._handler import _call_hook
 from ._metrics import NodeMetrics, PipelineMetrics
 from ._node import Envelope, NodeRuntime
 from ._offload import WorkerPool
 from ._receipt import Receipt
 from ._runner import install_signal_handlers, run
+from ._tasks import gather_or_first_error
 
 __all__ = ["ExecutorState", "PipelineExecutor"]
 
@@ -112,8 +114,9 @@ class PipelineExecutor:
         self._run_task: asyncio.Task[None] | None = None
         self._abort_requested = False
         self._cleaning = False
-        self._handle_signals = False
-        self._last_activity = 0.0
+        self._set_up: list[tuple[str, Any]] = []
+        self._teardowns_skipped = False
+        self._teardown_timeout: asyncio.Timeout | None = None
         self._started_at: float | None = None
         self._build_runtimes()  # pickles cpu handlers now, so a bad one fails here
 
@@ -181,17 +184,19 @@ class PipelineExecutor:
         :class:`HandlerError` when a fail-fast node fails and :class:`PipelineAborted` after
         :meth:`abort`.
         """
+        await self._run(handle_signals=False)
+
+    async def _run(self, *, handle_signals: bool) -> None:
         self._enter()
         self._run_task = asyncio.current_task()
-        await self._execute(close_when_sources_done=True)
+        await self._execute(close_when_sources_done=True, handle_signals=handle_signals)
 
     def start(self, *, use_uvloop: bool = True, handle_signals: bool = True) -> None:
         """Synchronous convenience: ``run()`` in a new event loop (uvloop when installed).
 
         With ``handle_signals``, the first SIGINT/SIGTERM drains and the second aborts.
         """
-        self._handle_signals = handle_signals
-        run(self.run(), use_uvloop=use_uvloop)
+        run(self._run(handle_signals=handle_signals), use_uvloop=use_uvloop)
 
     async def __aenter__(self) -> PipelineExecutor:
         self._enter()
@@ -257,7 +262,7 @@ class PipelineExecutor:
             started.cancel()
             closed.cancel()
         if not self._intake_open:
-            raise PipelineClosed(f"pipeline is {self._state}: not accepting input")
+            raise self._closed_error()
 
     def stop(self) -> None:
         """Stop intake and let everything in flight drain (returns at once)."""
@@ -272,7 +277,10 @@ class PipelineExecutor:
         if self._state in (ExecutorState.CREATED, ExecutorState.CLOSED):
             return
         if self._cleaning:
-            # Already past the drain: only the process pool shutdown can still take long.
+            # Already past the drain: cut the teardowns short and kill the workers.
+            self._teardowns_skipped = True
+            if self._teardown_timeout is not None:
+                self._teardown_timeout.reschedule(asyncio.get_running_loop().time())
             for pool in self._pools:
                 pool.kill()
             return
@@ -288,11 +296,11 @@ class PipelineExecutor:
             )
         self._state = ExecutorState.RUNNING
 
-    async def _execute(self, *, close_when_sources_done: bool) -> None:
+    async def _execute(
+        self, *, close_when_sources_done: bool, handle_signals: bool = False
+    ) -> None:
         self._started_at = time.monotonic()
-        remove_signals = (
-            install_signal_handlers(self.stop, self.abort) if self._handle_signals else None
-        )
+        remove_signals = install_signal_handlers(self.stop, self.abort) if handle_signals else None
         drained = False
         try:
             await self._setup_handlers()
@@ -382,19 +390,16 @@ class PipelineExecutor:
 
     async def _watch_idle(self) -> None:
         assert self.idle_timeout is not None
-        loop = asyncio.get_running_loop()
-        self._last_activity = time.monotonic()  # idle time counts from intake opening
+        last_activity = time.monotonic()  # idle time counts from intake opening
         while True:
             activity = self._activity()
-            await asyncio.sleep(
-                max(0.0, self._last_activity + self.idle_timeout - time.monotonic())
-            )
+            await asyncio.sleep(max(0.0, last_activity + self.idle_timeout - time.monotonic()))
             if self._activity() != activity or self._busy():
-                self._last_activity = time.monotonic()
+                last_activity = time.monotonic()
                 continue
-            if time.monotonic() - self._last_activity >= self.idle_timeout:
+            if time.monotonic() - last_activity >= self.idle_timeout:
                 logger.info("pipeline idle for %.1fs: stopping", self.idle_timeout)
-                loop.call_soon(self.stop)
+                self.stop()
                 return
 
     def _activity(self) -> int:
@@ -406,39 +411,43 @@ class PipelineExecutor:
             for rt in self._runtimes.values()
         )
 
-    async def _setup_handlers(self) -> None:
-        async def setup(runtime: NodeRuntime) -> None:
-            handler = runtime.node.handler
-            hook = getattr(handler.obj, "setup", None) if handler else None
-            if hook is None or runtime.node.cpu:  # cpu handlers are set up in each worker
-                return
-            try:
-                result = hook()
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception as exc:
-                raise HandlerSetupError(runtime.name, f"setup() failed: {exc!r}") from exc
+    def _on_loop_handlers(self) -> list[tuple[str, Any]]:
+        """(node, handler object) for handlers whose hooks run on the event loop (cpu=True
+        handlers are set up and torn down in each worker instead)."""
+        return [
+            (name, rt.node.handler.obj)
+            for name, rt in self._runtimes.items()
+            if rt.node.handler is not None and not rt.node.cpu
+        ]
 
-        async with asyncio.TaskGroup() as group:
-            for runtime in self._runtimes.values():
-                group.create_task(setup(runtime), name=f"asyncpipe:{runtime.name}:setup")
+    async def _setup_handlers(self) -> None:
+        async def setup(name: str, handler: Any) -> None:
+            try:
+                await _call_hook(handler, "setup")
+            except Exception as exc:
+                raise HandlerSetupError(name, f"setup() failed: {exc!r}") from exc
+            self._set_up.append((name, handler))
+
+        await gather_or_first_error(
+            [setup(name, handler) for name, handler in self._on_loop_handlers()],
+            "asyncpipe:setup",
+        )
 
     async def _cleanup(self, *, graceful: bool) -> None:
-        for runtime in self._runtimes.values():
-            handler = runtime.node.handler
-            hook = getattr(handler.obj, "teardown", None) if handler else None
-            if hook is None or runtime.node.cpu:
-                continue
-            try:
-                async with asyncio.timeout(_CLEANUP_TIMEOUT):
-                    result = hook()
-                    if asyncio.iscoroutine(result):
-                        await result
-            except Exception:
-                logger.exception("node %r: teardown() failed", runtime.name)
-        for pool in self._pools:
-            if not graceful:
+        if not graceful:
+            for pool in self._pools:
                 pool.kill()  # aborted or failed: don't wait for running jobs
+        # Only handlers whose setup() completed are torn down, in reverse order.
+        while self._set_up and not self._teardowns_skipped:
+            name, handler = self._set_up.pop()
+            try:
+                async with asyncio.timeout(_CLEANUP_TIMEOUT) as self._teardown_timeout:
+                    await _call_hook(handler, "teardown")
+            except Exception:
+                logger.exception("node %r: teardown() failed or was cut short", name)
+            finally:
+                self._teardown_timeout = None
+        for pool in self._pools:
             await pool.aclose()
 
     # -- intake ----------------------------------------------------------------------------
@@ -456,14 +465,17 @@ class PipelineExecutor:
         if runtime.inbox is None:
             raise ValueError(f"node {node!r} is a source; submit to a node that has an input")
         if not self._intake_open:
-            raise PipelineClosed(f"pipeline is {self._state}: not accepting input")
+            raise self._closed_error()
         receipt = Receipt(node, asyncio.get_running_loop())
         try:
             await runtime.inbox.put((message, receipt))
         except ChannelClosed:
-            raise PipelineClosed(f"pipeline is {self._state}: not accepting input") from None
+            raise self._closed_error() from None
         self._receipts.add(receipt)
         return receipt
+
+    def _closed_error(self) -> PipelineClosed:
+        return PipelineClosed(f"pipeline is {self._state}: not accepting input")
 
     async def _write_dead_letter(self, letter: DeadLetter, receipt: Receipt | None) -> None:
         if receipt is not None:

@@ -23,6 +23,7 @@ from ._handler import Adapted, Kind, Rejection, _rejections, collect_rejections
 from ._metrics import NodeStats
 from ._offload import OffloadedHandler, WorkerPool
 from ._receipt import Outcome, Receipt, item_count
+from ._tasks import gather_or_first_error
 
 __all__ = ["Envelope", "NodeRuntime"]
 
@@ -205,15 +206,9 @@ class NodeRuntime:
                     result = call(payload)
                     if type(result) is types.CoroutineType:
                         result = await result
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as caught:
                 stats.busy -= 1
-                more = await self._process(payload, receipt, True, exc)
-                if more is not None:
-                    await self._emit_settle(more, receipt)
-                continue
-            except asyncio.CancelledError as exc:
-                stats.busy -= 1
-                failure = _not_ours(exc)
+                failure = caught if isinstance(caught, Exception) else _not_ours(caught)
                 more = await self._process(payload, receipt, True, failure)
                 if more is not None:
                     await self._emit_settle(more, receipt)
@@ -340,8 +335,8 @@ class NodeRuntime:
                     else:
                         result = await self._call(payload, rejections)
                     break
-                except HandlerSetupError:
-                    raise
+                except (HandlerSetupError, ChannelClosed):
+                    raise  # not this message's fault: the node cannot run, or is torn down
                 except (Exception, asyncio.CancelledError) as caught:
                     exc = caught if isinstance(caught, Exception) else _not_ours(caught)
                     stats.errors += 1
@@ -407,7 +402,9 @@ class NodeRuntime:
             result = await self._call(chunk, mine)
             return result, [_shift(r, offset) for r in mine]
 
-        results = await _all_or_first_error([one(offset, chunk) for offset, chunk in bounds])
+        results = await gather_or_first_error(
+            [one(offset, chunk) for offset, chunk in bounds], f"asyncpipe:{self.name}:chunk"
+        )
         if all(result is None for result, _ in results):
             for _, chunk_rejections in results:
                 rejections.extend(chunk_rejections)
@@ -532,24 +529,6 @@ def _shift(rejection: Rejection, offset: int) -> Rejection:
     if rejection.index is None or not offset:
         return rejection
     return Rejection(rejection.payload, rejection.reason, rejection.index + offset)
-
-
-async def _all_or_first_error(coros: list[Any]) -> list[Any]:
-    """Run coroutines concurrently; on the first failure cancel the rest and raise it."""
-    if len(coros) == 1:
-        return [await coros[0]]
-    first: Exception | None = None
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(c) for c in coros]
-    except BaseExceptionGroup as group_error:
-        leaf = group_error.exceptions[0]
-        if not isinstance(leaf, Exception):
-            raise
-        first = leaf
-    if first is not None:
-        raise first  # outside the except block, so its own __cause__ stays in front
-    return [t.result() for t in tasks]
 
 
 def _not_ours(exc: asyncio.CancelledError) -> Exception:

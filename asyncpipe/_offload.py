@@ -174,7 +174,7 @@ class WorkerPool:
         # so each worker has its next call ready while the previous result travels back.
         self._slots = asyncio.Semaphore(2 * max_workers)
         self._suspects = asyncio.Lock()
-        self._retired: list[dict[int, Any]] = []  # processes of replaced pools
+        self._retired: list[Any] = []  # worker processes of retired pools, to reap
 
     def _ensure(self) -> Executor:
         if self._executor is None:
@@ -184,11 +184,11 @@ class WorkerPool:
     async def call(self, handler: OffloadedHandler, data: Any) -> tuple[Any, list[Rejection]]:
         """Run ``handler`` on ``data`` in a worker; return (result, rejections).
 
-        Raises what the handler raised, or :class:`WorkerCrashed` if workers kept dying.
+        Raises what the handler raised, :class:`HandlerSetupError` if its ``setup()`` failed
+        in the worker, or :class:`WorkerCrashed` if workers kept dying.
         """
         crashes = 0
         while True:
-            generation = self._generation
             try:
                 if crashes:
                     async with self._suspects:
@@ -198,7 +198,6 @@ class WorkerPool:
                 raise HandlerSetupError(handler.node, str(exc)) from exc
             except BrokenProcessPool as exc:
                 crashes += 1
-                self._replace(generation)
                 if crashes > self.crash_retries or not self._owned:
                     raise WorkerCrashed(
                         handler.node,
@@ -220,17 +219,20 @@ class WorkerPool:
 
     async def _once(self, *args: Any) -> tuple[Any, list[Rejection]]:
         executor = self._ensure()
+        generation = self._generation  # the pool this call really goes to
         try:
             future = executor.submit(_worker_call, *args)
+            result: tuple[Any, list[Rejection]] = await asyncio.wrap_future(future)
         except BrokenProcessPool:
+            self._replace(generation)
             raise
         except OSError as exc:
             if not self._owned:
                 raise
             # Our pool could not start a worker or take the call (e.g. it is breaking while
             # a worker spawns): a pool failure, not the handler's. Replace and retry.
+            self._replace(generation)
             raise BrokenProcessPool(f"process pool failed: {exc!r}") from exc
-        result: tuple[Any, list[Rejection]] = await asyncio.wrap_future(future)
         return result
 
     def _replace(self, generation: int) -> None:
@@ -238,46 +240,58 @@ class WorkerPool:
             return  # someone already replaced the pool broken under this generation
         self._generation += 1
         self.restarts += 1
-        broken, self._executor = self._executor, None
-        if broken is not None:
-            # shutdown() forgets the pool's processes; keep them to reap stragglers later.
-            self._retired.append(dict(getattr(broken, "_processes", None) or {}))
-            broken.shutdown(wait=False, cancel_futures=True)
+        self._retire()
         logger.warning("process pool broken; replaced it (restart #%d)", self.restarts)
+
+    def _retire(self, *, kill: bool = False) -> None:
+        """Drop the current pool without waiting; keep its processes to reap later
+        (``shutdown()`` forgets them)."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        if kill:
+            for process in processes:
+                if process.is_alive():
+                    process.kill()
+        # Forget processes already gone (their pipes are closed when they are collected),
+        # so restarts do not pile up file descriptors. Never close() them here: the broken
+        # pool's manager thread may still be joining them.
+        self._retired = [p for p in self._retired if p.exitcode is None] + processes
 
     def kill(self) -> None:
         """Kill an owned pool's worker processes now (jobs in flight are lost)."""
-        if not self._owned or self._executor is None:
-            return
-        processes = dict(getattr(self._executor, "_processes", None) or {})
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._executor = None
-        self._retired.append(processes)
-        for process in processes.values():
-            if process.is_alive():
-                process.kill()
+        if self._owned:
+            self._retire(kill=True)
 
     async def aclose(self) -> None:
-        """Shut an owned pool down without blocking the event loop (workers run teardown)."""
-        executor, self._executor = self._executor, None
+        """Shut an owned pool down without blocking the event loop (workers run teardown).
+
+        :meth:`kill` still works while this waits.
+        """
         if not self._owned:
+            self._executor = None
             return
+        executor = self._executor
         if executor is not None:
+            self._retired.extend((getattr(executor, "_processes", None) or {}).values())
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+            if self._executor is executor:
+                self._executor = None
         retired, self._retired = self._retired, []
         if retired:
             await asyncio.to_thread(_reap, retired)
 
 
-def _reap(pools: list[dict[int, Any]]) -> None:
+def _reap(processes: list[Any]) -> None:
     """Kill worker processes left behind by broken pools.
 
     CPython 3.11's ProcessPoolExecutor can start a worker (in submit()) while its manager
     thread is already terminating a broken pool's workers; that worker never gets work nor a
     stop sentinel, and the interpreter would wait for it at exit.
     """
-    for processes in pools:
-        for process in processes.values():
-            if process.is_alive():
-                process.kill()
-            process.join(5)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+        process.join(5)
