@@ -173,17 +173,6 @@ class Channel(Generic[T]):
             _wake_one(self._putters)
         return item
 
-    def get_nowait_many(self, limit: int) -> list[T]:
-        """Take up to ``limit`` buffered items without waiting (possibly none)."""
-        buffer = self._buffer
-        n = min(limit, len(buffer))
-        items = [buffer.popleft() for _ in range(n)]
-        if n and self._putters:
-            for _ in range(n):
-                if not _wake_one(self._putters):
-                    break
-        return items
-
     async def __aiter__(self) -> AsyncIterator[T]:
         while True:
             try:

@@ -230,9 +230,6 @@ class Graph:
                     stack.append(iter(self.inputs[nxt]))
         return order
 
-    def sinks(self) -> list[str]:
-        return [name for name in self.order if not self.dependents[name]]
-
     def to_mermaid(self) -> str:
         """The DAG as a Mermaid flowchart (sources are stadiums, sinks cylinders, process
         pool nodes subroutines)."""
