@@ -60,7 +60,7 @@ async def reaping_stray_workers() -> AsyncIterator[list[str]]:
         yield strays
     finally:
         for process in multiprocessing.active_children():
-            await asyncio.to_thread(process.join, 2)  # returns at once unless it is stuck
+            await asyncio.to_thread(process.join, 10)  # at once unless stuck (or the box is loaded)
             if process.is_alive():
                 strays.append(f"{process.name} pid={process.pid}")
                 process.terminate()

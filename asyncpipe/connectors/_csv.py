@@ -1,0 +1,384 @@
+"""CSV files: :class:`CsvSource` (header -> dict records) and :class:`CsvSink` (append).
+
+Reading is streamed a chunk at a time (see ``_lines``) and parsed a batch at a time.
+Well-formed rows are parsed and turned into dicts without a Python loop (``csv.reader``
+feeding a generated record builder through ``itertools.starmap``); from the first problem
+on, the rest of the chunk is parsed row by row, and each bad row becomes a dead letter
+naming ``file:line`` and the reason (wrong number of fields, a field its column type
+rejects, a quoted field never closed, a csv error) while the other rows flow.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import operator
+import os
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from contextlib import aclosing
+from itertools import islice, starmap
+from typing import Any
+
+from .._handler import BaseHandler
+from ._batching import DEFAULT_BATCH_SIZE, BatchingSource
+from ._columns import ColumnTypes, ConversionError, Converter, record_builder
+from ._files import AppendingFile
+from ._lines import DEFAULT_CHUNK_SIZE, Segment, check_chunk_size, check_encoding, read_segments
+from ._reject import reject_item
+
+__all__ = ["CsvSink", "CsvSource"]
+
+logger = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+
+
+class CsvSource(BatchingSource):
+    """Stream a CSV file as lists of up to ``batch_size`` dict records.
+
+    Args:
+        path: the file.
+        batch_size: records per emitted message.
+        fieldnames: the record keys. By default they come from the header line; given
+            together with ``header=True`` they replace the file's header names.
+        header: whether the first (non-blank) line is a header. ``header=False`` needs
+            ``fieldnames``.
+        types: optional column converters, e.g. ``{"id": int, "amount": float}`` (see
+            :mod:`asyncpipe.connectors` for the rules); other columns stay strings.
+        encoding: an ASCII-compatible encoding (default UTF-8; a BOM is skipped).
+        chunk_size: bytes read at a time.
+        dialect, **fmtparams: as for :func:`csv.reader` (``delimiter=";"``, ...).
+
+    Blank lines are skipped. A row with the wrong number of fields, a field its type
+    rejects, or an unterminated quoted field becomes a dead letter ``"file:line: reason"``
+    whose payload is the row's text (``DeadLetter.index`` is the line number). A header
+    with duplicate names fails the source (``ValueError`` naming file:line).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        *,
+        fieldnames: Sequence[str] | None = None,
+        header: bool = True,
+        types: Mapping[str, Converter] | None = None,
+        encoding: str = "utf-8",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        dialect: str | csv.Dialect | type[csv.Dialect] = "excel",
+        **fmtparams: Any,
+    ) -> None:
+        super().__init__(batch_size)
+        if not header and not fieldnames:
+            raise ValueError(f"CsvSource({os.fspath(path)!r}): header=False needs fieldnames")
+        self.path = path
+        self.fieldnames = list(fieldnames) if fieldnames else None
+        self.header = header
+        self.types = types
+        self.encoding = check_encoding(encoding)
+        self.chunk_size = check_chunk_size(chunk_size)
+        # Validates the format parameters now, rather than at the first read.
+        self.dialect = csv.reader([], dialect, **fmtparams).dialect
+        ColumnTypes(types)  # validates the converters now
+        if self.fieldnames is not None:
+            _check_names(self.fieldnames, f"CsvSource({os.fspath(path)!r}) fieldnames")
+
+    def __repr__(self) -> str:
+        return f"<CsvSource {os.fspath(self.path)!r} batch_size={self.batch_size}>"
+
+    async def record_lists(self) -> AsyncGenerator[list[Record], None]:
+        parser = _CsvParser(self)
+        segments = read_segments(
+            self.path, encoding=self.encoding, chunk_size=self.chunk_size, keepends=True
+        )
+        async with aclosing(segments):
+            async for segment in segments:
+                for records in parser.feed(segment):
+                    yield records
+        for records in parser.finish():
+            yield records
+
+
+def _check_names(names: Sequence[str], where: str) -> None:
+    seen: set[str] = set()
+    duplicates = []
+    for name in names:
+        if name in seen:
+            duplicates.append(name)
+        seen.add(name)
+    if duplicates:
+        raise ValueError(f"{where}: duplicate column name(s) {', '.join(map(repr, duplicates))}")
+
+
+class _CsvParser:
+    """Turns segments of lines into dict records, carrying a record cut by a chunk end."""
+
+    def __init__(self, source: CsvSource) -> None:
+        self.where = os.fspath(source.path)
+        self.names = source.fieldnames
+        self.need_header = source.header
+        self.types = ColumnTypes(source.types)
+        self.dialect = source.dialect
+        self.quotechar = source.dialect.quotechar or ""
+        self.quoting = source.dialect.quoting != csv.QUOTE_NONE and bool(self.quotechar)
+        self.batch_size = source.batch_size
+        self.carry: Segment | None = None
+        self.build: Callable[..., Record] | None = None
+        if self.names is not None and not self.need_header:
+            self.types.bind(self.names, f"{self.where}:1")
+
+    def feed(self, segment: Segment) -> Iterator[list[Record]]:
+        """The segment's records, in lists of up to ``batch_size``."""
+        first, lines = segment.first_line, segment.lines
+        if self.carry is not None:
+            carry, self.carry = self.carry, None
+            if segment.follows:
+                first, lines = carry.first_line, carry.lines + lines
+            else:  # an undecodable line cut the carried record short
+                yield from self._parse(carry.first_line, carry.lines, final=True)
+        yield from self._parse(first, lines, final=False)
+
+    def finish(self) -> Iterator[list[Record]]:
+        """The records of a last record carried over (at the end of the file)."""
+        carry, self.carry = self.carry, None
+        if carry is not None:
+            yield from self._parse(carry.first_line, carry.lines, final=True)
+
+    def _parse(self, first: int, lines: list[str], final: bool) -> Iterator[list[Record]]:
+        if self.need_header:
+            consumed = self._read_header(first, lines, final)
+            if consumed is None:
+                return
+            first, lines = first + consumed, lines[consumed:]
+        if not lines:
+            return
+        if self.build is None:
+            assert self.names is not None
+            self.build = record_builder(self.names, self.types)
+        # The fast way: parse and build each batch in C. strict=True turns a chunk that
+        # ends inside a quoted field (or holds a stray quote) into an error here, so
+        # those go the careful way too.
+        reader = csv.reader(lines, self.dialect, strict=True)
+        records = starmap(self.build, reader)
+        while True:
+            start = reader.line_num
+            try:
+                batch = list(islice(records, self.batch_size))
+            except Exception:  # a csv error, a blank line, a wrong field count, a bad value
+                slow = self._slow(first + start, lines[start:], final)
+                for offset in range(0, len(slow), self.batch_size):
+                    yield slow[offset : offset + self.batch_size]
+                return
+            if not batch:
+                return
+            yield batch
+
+    def _read_header(self, first: int, lines: list[str], final: bool) -> int | None:
+        """Read the header; return how many lines it took (None: not complete yet)."""
+        reader = csv.reader(lines, self.dialect)
+        start = 0
+        for row in reader:
+            end = reader.line_num
+            if not row:
+                start = end
+                continue
+            if end == len(lines) and not final and self._ends_open(lines[start:]):
+                self.carry = Segment(first + start, lines[start:])
+                return None
+            where = f"{self.where}:{first + start}"
+            _check_names(row, f"{where}: header")
+            if self.names is None:
+                self.names = row
+            elif len(row) != len(self.names):
+                logger.warning(
+                    "%s: the header has %d columns, fieldnames %d",
+                    where,
+                    len(row),
+                    len(self.names),
+                )
+            self.types.bind(self.names, where)
+            self.need_header = False
+            return end
+        return None  # only blank lines so far
+
+    def _slow(self, first: int, lines: list[str], final: bool) -> list[Record]:
+        names = self.names
+        assert names is not None
+        records: list[Record] = []
+        reader = csv.reader(lines, self.dialect)
+        start = 0
+        while True:
+            try:
+                row: list[Any] = next(reader)
+            except StopIteration:
+                return records
+            except csv.Error as exc:
+                end = reader.line_num
+                self._reject(first + start, lines[start:end], str(exc))
+                start = end
+                continue
+            end = reader.line_num
+            if end == len(lines) and self._ends_open(lines[start:]):
+                if not final:
+                    self.carry = Segment(first + start, lines[start:])
+                else:
+                    self._reject(first + start, lines[start:], "unterminated quoted field")
+                return records
+            if len(row) != len(names):
+                if row:
+                    self._reject(
+                        first + start,
+                        lines[start:end],
+                        f"expected {len(names)} fields, got {len(row)}",
+                    )
+            else:
+                try:
+                    self.types.convert_row(row)
+                except ConversionError as exc:
+                    self._reject(first + start, lines[start:end], str(exc))
+                else:
+                    records.append(dict(zip(names, row, strict=True)))
+            start = end
+
+    def _ends_open(self, record_lines: list[str]) -> bool:
+        """Whether these lines end inside a quoted field (the record continues)."""
+        if not self.quoting or not any(self.quotechar in s for s in record_lines):
+            return False
+        try:
+            for _ in csv.reader(record_lines, self.dialect, strict=True):
+                pass
+        except csv.Error as exc:
+            return "unexpected end of data" in str(exc)
+        return False
+
+    def _reject(self, line: int, record_lines: list[str], reason: str) -> None:
+        text = "".join(record_lines).rstrip("\r\n")
+        reject_item(text, f"{self.where}:{line}: {reason}", index=line)
+
+
+class CsvSink(BaseHandler):
+    """Append dict records to a CSV file, one flush per batch.
+
+    Messages are lists of records (or a single record). Each record's values are written
+    in ``fieldnames`` order (missing fields as empty); a record with fields that are not
+    in the header, or that is not a mapping, becomes a dead letter and the rest of the
+    batch is written. The columns are ``fieldnames``, else the existing file's header,
+    else the keys of the first record written.
+
+    The header is written once, when the file is new or empty; appending to an existing
+    file (a restart) keeps its header, and ``fieldnames`` that disagree with it fail the
+    node's ``setup()`` naming the file. An incomplete last line left by a crash is cut off
+    on open. Writes are flushed before the handler returns (``fsync=True`` also forces
+    them to disk). Appending is not idempotent: a replayed batch is written again.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fieldnames: Sequence[str] | None = None,
+        encoding: str = "utf-8",
+        fsync: bool = False,
+        dialect: str | csv.Dialect | type[csv.Dialect] = "excel",
+        **fmtparams: Any,
+    ) -> None:
+        self.path = path
+        self.fieldnames = list(fieldnames) if fieldnames else None
+        if self.fieldnames is not None:
+            _check_names(self.fieldnames, f"CsvSink({os.fspath(path)!r}) fieldnames")
+        self._dialect = csv.writer(io.StringIO(), dialect, **fmtparams).dialect
+        self._reader_dialect = csv.reader([], dialect, **fmtparams).dialect
+        self._file = AppendingFile(path, encoding=encoding, fsync=fsync)
+        self._columns: list[str] | None = None
+        self._getter: Callable[[Any], Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"<CsvSink {os.fspath(self.path)!r}>"
+
+    async def setup(self) -> None:
+        if self._file.is_open:
+            return
+        first_line = await self._file.open()
+        if first_line is None:
+            self._use(self.fieldnames)
+            return
+        existing = next(csv.reader([first_line], self._reader_dialect), [])
+        if self.fieldnames is not None and self.fieldnames != existing:
+            await self._file.close()
+            raise ValueError(
+                f"{os.fspath(self.path)}: existing header {existing} does not match "
+                f"fieldnames {self.fieldnames}"
+            )
+        self._use(existing)
+
+    async def teardown(self) -> None:
+        await self._file.close()
+
+    async def __aenter__(self) -> CsvSink:
+        await self.setup()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.teardown()
+
+    def _use(self, columns: Sequence[str] | None) -> None:
+        if columns:
+            self._columns = list(columns)
+            getter = operator.itemgetter(*columns)
+            self._getter = getter if len(columns) > 1 else lambda r: (getter(r),)
+
+    async def handle(self, data: Any) -> None:
+        """Append the message's records; return None (a sink emits nothing)."""
+        if not self._file.is_open:
+            await self.setup()
+        records = data if isinstance(data, list | tuple) else [data]
+        if not records:
+            return None
+        if self._columns is None:
+            first = records[0]
+            if not isinstance(first, Mapping) or not first:
+                raise TypeError(
+                    f"CsvSink({os.fspath(self.path)!r}) needs fieldnames, or dict records "
+                    f"to take them from; got {type(first).__name__}"
+                )
+            self._use(list(first))
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, self._dialect)
+        writer.writerow(self._columns or ())
+        header = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerows(self._rows(records))
+        await self._file.write(buffer.getvalue(), header=header)
+        return None
+
+    def _rows(self, records: Sequence[Any]) -> list[Any]:
+        columns = self._columns
+        assert columns is not None and self._getter is not None
+        try:
+            # Every record has exactly the columns: all of them written, none left out.
+            if set(map(len, records)) == {len(columns)}:
+                return list(map(self._getter, records))
+        except (KeyError, TypeError):
+            pass
+        rows = []
+        for index, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                reject_item(record, f"{self._where}: not a dict record", index=index)
+                continue
+            extra = [k for k in record if k not in columns]
+            if extra:
+                reject_item(
+                    record,
+                    f"{self._where}: field(s) {', '.join(map(repr, extra))} not in the "
+                    f"header {columns}",
+                    index=index,
+                )
+                continue
+            rows.append([record.get(c, "") for c in columns])
+        return rows
+
+    @property
+    def _where(self) -> str:
+        return f"CsvSink({os.fspath(self.path)!r})"

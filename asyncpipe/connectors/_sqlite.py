@@ -1,0 +1,308 @@
+"""SQLite: :class:`SqliteSource` (a query, in chunks) and :class:`SqliteSink` (upserts)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import sqlite3
+import urllib.parse
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from itertools import repeat
+from typing import Any
+
+import aiofiles.os
+import aiosqlite
+
+from .._handler import BaseHandler
+from ._batching import DEFAULT_BATCH_SIZE, BatchingSource
+from ._reject import reject_item
+from ._sqlite_db import Database, Insert, RecordsRefused, check_synchronous, quote
+
+__all__ = ["SqliteSink", "SqliteSource"]
+
+
+class SqliteSource(BatchingSource):
+    """Run a query on an SQLite database and emit its rows as lists of up to
+    ``batch_size`` dict records (column name -> value), fetched ``batch_size`` at a time.
+
+    ``parameters`` are bound, never formatted into the SQL: a sequence for ``?``
+    placeholders, a mapping for ``:name`` ones. The connection is read-only
+    (``mode=ro``), so the query cannot change the database. The query reads one
+    consistent snapshot while it streams. Raises ``FileNotFoundError`` if the database does
+    not exist, and ``sqlite3`` errors (naming the database) for a bad query.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        query: str,
+        parameters: Sequence[Any] | Mapping[str, Any] = (),
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        *,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        super().__init__(batch_size)
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(f"SqliteSource({os.fspath(path)!r}): query must be SQL text")
+        self.path = path
+        self._absolute = os.path.abspath(os.fspath(path))
+        self.query = query
+        self.parameters = parameters
+        self.busy_timeout = busy_timeout
+
+    def __repr__(self) -> str:
+        return f"<SqliteSource {os.fspath(self.path)!r} {self.query!r}>"
+
+    async def _batches(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+        path = self._absolute
+        if not await aiofiles.os.path.isfile(path):
+            raise FileNotFoundError(f"SQLite database {os.fspath(self.path)!r} does not exist")
+        uri = f"file:{urllib.parse.quote(path)}?mode=ro"
+        async with aiosqlite.connect(uri, uri=True, timeout=self.busy_timeout) as conn:
+            try:
+                cursor = await conn.execute(self.query, self.parameters)
+            except aiosqlite.Error as exc:
+                exc.add_note(f"in query {self.query!r} on {os.fspath(self.path)!r}")
+                raise
+            if cursor.description is None:
+                raise ValueError(f"{os.fspath(self.path)}: query returns no rows: {self.query!r}")
+            names = [column[0] for column in cursor.description]
+            while rows := await cursor.fetchmany(self.batch_size):
+                yield list(map(dict, map(zip, repeat(names), rows)))
+
+
+_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "INTEGER"),
+    (int, "INTEGER"),
+    (float, "REAL"),
+    (str, "TEXT"),
+    (bytes, "BLOB"),
+    (bytearray, "BLOB"),
+    (datetime.date, "TEXT"),
+)
+
+
+def _sql_type(value: Any) -> str:
+    for python_type, sql_type in _TYPES:
+        if isinstance(value, python_type):
+            return sql_type
+    return ""
+
+
+class SqliteSink(BaseHandler):
+    """Write dict records to an SQLite table: one transaction per message, committed
+    before the handler returns (so a receipt resolves only once its rows are durable).
+
+    Args:
+        path: the database file (created if missing; put in WAL mode).
+        table: the table (created if missing).
+        key: column(s) identifying a record. With a key every write is an **upsert**
+            (``INSERT ... ON CONFLICT (key) DO UPDATE``): writing the same batch twice
+            leaves the same rows, so retried and replayed batches create no duplicates.
+            Without a key rows are plainly inserted (not idempotent).
+        schema: ``{column: SQL type}``, e.g. ``{"id": "INTEGER", "name": "TEXT"}``. Without
+            one, the columns are the fields of the first batch's records (first-seen
+            order) typed from their first non-null values: ``int``/``bool`` INTEGER,
+            ``float`` REAL, ``str`` and dates TEXT, ``bytes`` BLOB, anything else untyped.
+        synchronous: ``"NORMAL"`` (default; survives a process crash) or ``"FULL"``
+            (survives power loss; slower); see ``_sqlite_db``.
+        busy_timeout: seconds to wait for another process's write lock.
+
+    Messages are lists of records (or one record). A record's fields that are not columns
+    are ignored; missing columns are written as NULL. A record that is not a mapping,
+    lacks a key column or has a NULL key, or that SQLite refuses (a constraint, a value it
+    cannot store) becomes a dead letter naming the table and the reason, and the rest of
+    the batch is committed. Database errors (disk full, locked past the timeout) fail the
+    whole message, which the node's ``retries``/``on_error`` then handle.
+
+    An existing table is used as it is: the columns written must exist in it, and a
+    unique index on ``key`` is created if it has none. Nodes writing the same file share
+    one connection and thread (see ``_sqlite_db``): no ``database is locked`` between them.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        table: str,
+        *,
+        key: str | Sequence[str] | None = None,
+        schema: Mapping[str, str] | None = None,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        quote(table)
+        self.path = path
+        self._absolute = os.path.abspath(os.fspath(path))
+        self.table = table
+        self.key: tuple[str, ...] = (key,) if isinstance(key, str) else tuple(key or ())
+        self.schema = dict(schema) if schema else None
+        for column in self.key + tuple(self.schema or ()):
+            quote(column)
+        if self.schema is not None:
+            missing = [k for k in self.key if k not in self.schema]
+            if missing:
+                raise ValueError(f"{self._where}: key column(s) {missing} not in the schema")
+        self.synchronous = check_synchronous(synchronous)
+        self.busy_timeout = busy_timeout
+        self._db: Database | None = None
+        self._preparing = asyncio.Lock()
+        self._columns: list[str] | None = None
+        self._insert: Insert | None = None
+
+    def __repr__(self) -> str:
+        return f"<SqliteSink {os.fspath(self.path)!r} table={self.table!r} key={self.key}>"
+
+    @property
+    def _where(self) -> str:
+        return f"SqliteSink({os.fspath(self.path)!r}, table {self.table!r})"
+
+    async def setup(self) -> None:
+        if self._db is not None:
+            return
+        self._db = await Database.acquire(
+            self._absolute, busy_timeout=self.busy_timeout, synchronous=self.synchronous
+        )
+        if self.schema is not None:
+            async with self._preparing:
+                await self._prepare(self.schema)
+
+    async def teardown(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await db.release()
+
+    async def __aenter__(self) -> SqliteSink:
+        await self.setup()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.teardown()
+
+    async def handle(self, data: Any) -> None:
+        """Upsert the message's records in one committed transaction; return None."""
+        if self._db is None:
+            await self.setup()
+        assert self._db is not None
+        records = data if isinstance(data, list | tuple) else [data]
+        if not records:
+            return None
+        if self._columns is None:
+            async with self._preparing:
+                if self._columns is None:
+                    await self._prepare(_infer_schema(records))
+        assert self._insert is not None
+        origins: list[int] | None = None
+        try:
+            failures = await self._db.write(self._insert, records, records=True)
+        except RecordsRefused:
+            rows, origins = self._rows_one_by_one(records)
+            failures = await self._db.write(self._insert, rows) if rows else []
+        for position, exc in failures:
+            index = origins[position] if origins is not None else position
+            reason = f"{self._where}: {type(exc).__name__}: {exc}"
+            reject_item(records[index], reason, index=index)
+        return None
+
+    def _rows_one_by_one(self, records: Sequence[Any]) -> tuple[list[Any], list[int]]:
+        """The rows of the records that can be rows (rejecting the others), and the
+        record index of each."""
+        assert self._columns is not None
+        rows, origins = [], []
+        for index, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                reason = f"{self._where}: not a dict record ({type(record).__name__})"
+                reject_item(record, reason, index=index)
+                continue
+            missing = [k for k in self.key if record.get(k) is None]
+            if missing:
+                reason = f"{self._where}: no value for key column(s) {', '.join(missing)}"
+                reject_item(record, reason, index=index)
+                continue
+            rows.append(tuple(record.get(c) for c in self._columns))
+            origins.append(index)
+        return rows, origins
+
+    # -- the table ---------------------------------------------------------------------
+
+    async def _prepare(self, schema: Mapping[str, str]) -> None:
+        """Create or check the table and build the upsert statement."""
+        assert self._db is not None
+        columns = list(schema)
+        missing_key = [k for k in self.key if k not in schema]
+        if missing_key:
+            raise ValueError(
+                f"{self._where}: key column(s) {missing_key} are not fields of the records "
+                f"(fields: {columns}); declare schema= or fix the key"
+            )
+        info = await self._db.fetchall(f"PRAGMA table_info({quote(self.table)})")
+        if not info:
+            await self._db.execute(self._create_table_sql(schema))
+        else:
+            existing = [row[1] for row in info]
+            unknown = [c for c in columns if c not in existing]
+            if unknown:
+                raise ValueError(
+                    f"{self._where}: the table has no column(s) {unknown} "
+                    f"(it has {existing}); alter the table or declare schema="
+                )
+            if self.key and not await self._has_unique_key(info):
+                await self._create_key_index()
+        self._columns = columns
+        self._insert = Insert(self.table, columns, self.key)
+
+    def _create_table_sql(self, schema: Mapping[str, str]) -> str:
+        definitions = []
+        single_key = self.key[0] if len(self.key) == 1 else None
+        for column, sql_type in schema.items():
+            definition = f"{quote(column)} {sql_type}".rstrip()
+            if column == single_key:
+                definition += " PRIMARY KEY"
+            if column in self.key and "NOT NULL" not in sql_type.upper():
+                definition += " NOT NULL"
+            definitions.append(definition)
+        if len(self.key) > 1:
+            definitions.append(f"PRIMARY KEY ({', '.join(map(quote, self.key))})")
+        return f"CREATE TABLE IF NOT EXISTS {quote(self.table)} ({', '.join(definitions)})"
+
+    async def _has_unique_key(self, info: list[Any]) -> bool:
+        assert self._db is not None
+        wanted = set(self.key)
+        if {row[1] for row in info if row[5]} == wanted:  # the primary key
+            return True
+        indexes = await self._db.fetchall(f"PRAGMA index_list({quote(self.table)})")
+        for index in indexes:
+            _, name, unique, _, partial = index[:5]
+            if unique and not partial:
+                columns = await self._db.fetchall(f"PRAGMA index_info({quote(name)})")
+                if {row[2] for row in columns} == wanted:
+                    return True
+        return False
+
+    async def _create_key_index(self) -> None:
+        assert self._db is not None
+        name = f"{self.table}_{'_'.join(self.key)}_key"
+        sql = (
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(name)} "
+            f"ON {quote(self.table)} ({', '.join(map(quote, self.key))})"
+        )
+        try:
+            await self._db.execute(sql)
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(
+                f"{self._where}: cannot add a unique index on {list(self.key)}: the table "
+                f"already holds duplicate keys ({exc})"
+            ) from exc
+
+
+def _infer_schema(records: Sequence[Any]) -> dict[str, str]:
+    schema: dict[str, str] = {}
+    for record in records:
+        if not isinstance(record, Mapping):
+            continue
+        for column, value in record.items():
+            if not schema.get(column) and value is not None:
+                schema[column] = _sql_type(value)
+            else:
+                schema.setdefault(column, "")
+    return schema

@@ -1,0 +1,305 @@
+"""One writer per SQLite file: how several nodes write one database safely and fast.
+
+SQLite allows one writer at a time per database file; writers on separate connections
+contend for the file lock and, under load, fail with ``database is locked``. So every
+writer in a process -- each :class:`SqliteSink`, the SQLite dead-letter sink -- that names
+the same file shares one :class:`Database`: one connection living on one dedicated
+thread. Each transaction is a single function run on that thread (``BEGIN IMMEDIATE``,
+the inserts, ``COMMIT``, or ``ROLLBACK`` on error), so transactions of different
+nodes queue up in order instead of colliding, and a transaction always completes or
+rolls back as a whole, even if the task waiting for it is cancelled. A writer in another
+process is handled by SQLite's busy timeout (``busy_timeout=``, default 30 s); taking the
+write lock up front (``IMMEDIATE``) avoids the deadlock a read-then-write transaction
+can hit.
+
+Why a thread of our own rather than ``aiosqlite`` (which :class:`SqliteSource` uses)?
+``aiosqlite`` is the same design -- a thread owning a ``sqlite3`` connection -- but makes
+one thread hand-off per call, so a batch costs three (begin, executemany, commit), and a
+cancelled caller can leave its transaction half done. On 2 vCPUs streaming 1e6 rows from a
+CSV file, those hand-offs were a visible share of the time. Here a batch is one hand-off:
+the records are turned into rows on the database thread, then inserted by multi-row
+statements. The event loop never blocks either way: it only awaits the thread.
+
+The database is put in WAL mode (readers do not block the writer and vice versa) with
+``synchronous=NORMAL`` by default: a committed transaction survives a crash of the
+process; after a power loss the last transactions may roll back. Ask for ``"FULL"`` to
+make every commit durable against power loss too (slower).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import operator
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import chain
+from typing import Any, ClassVar, TypeVar
+
+__all__ = ["DATA_ERRORS", "Database", "Insert", "RecordsRefused", "check_synchronous", "quote"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Errors caused by one row's data (a constraint, a value SQLite cannot store) rather than
+#: by the database: the row is dead-lettered and the rest of its batch is committed.
+DATA_ERRORS: tuple[type[Exception], ...] = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    sqlite3.DataError,
+    OverflowError,
+)
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+# Rows per INSERT statement. One statement for many rows binds them all, then lets
+# SQLite insert them in one call that runs without the GIL -- instead of a GIL hand-off
+# per row, as with executemany -- which matters when the event loop's thread is busy.
+_ROWS_PER_STATEMENT = 200
+
+
+def quote(identifier: str) -> str:
+    """Quote an SQL identifier (table or column name)."""
+    if not isinstance(identifier, str) or not identifier or "\x00" in identifier:
+        raise ValueError(f"not a valid SQL name: {identifier!r}")
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def check_synchronous(level: str) -> str:
+    upper = str(level).upper()
+    if upper not in _SYNCHRONOUS:
+        raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {level!r}")
+    return upper
+
+
+class RecordsRefused(Exception):
+    """Some records of a batch cannot be converted to rows (a record that is not a
+    mapping, a missing column or key): the caller takes the one-by-one path."""
+
+
+class Insert:
+    """``INSERT`` of rows into a table -- an upsert when there is a key -- as statements
+    of any number of rows (``sql(n)``, cached).
+
+    Rows are sequences of values in ``columns`` order, or, with ``from_records``,
+    mappings from which those values are taken (``rows()``).
+    """
+
+    def __init__(self, table: str, columns: Sequence[str], key: Sequence[str] = ()) -> None:
+        self.columns = list(columns)
+        names = ", ".join(map(quote, self.columns))
+        self._head = f"INSERT INTO {quote(table)} ({names}) VALUES "
+        self._row = "(" + ", ".join("?" * len(self.columns)) + ")"
+        self._tail = ""
+        if key:
+            conflict = ", ".join(map(quote, key))
+            updates = [f"{quote(c)} = excluded.{quote(c)}" for c in self.columns if c not in key]
+            action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
+            self._tail = f" ON CONFLICT ({conflict}) {action}"
+        self._statements: dict[int, str] = {}
+        getter = operator.itemgetter(*self.columns)
+        self.row_of: Callable[[Any], tuple[Any, ...]] = (
+            getter if len(self.columns) > 1 else lambda record: (getter(record),)
+        )
+        self._null_key = _null_key_test(self.columns, key)
+
+    def sql(self, rows: int = 1) -> str:
+        """The statement inserting ``rows`` rows (their values flattened, in order)."""
+        statement = self._statements.get(rows)
+        if statement is None:
+            statement = self._head + ", ".join([self._row] * rows) + self._tail
+            if len(self._statements) < 8:
+                self._statements[rows] = statement
+        return statement
+
+    def rows(self, records: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The records as rows; raise :class:`RecordsRefused` if one cannot be one (not a
+        mapping, a column missing) or has a NULL key."""
+        try:
+            rows = list(map(self.row_of, records))
+            if self._null_key(rows):
+                raise RecordsRefused
+        except (KeyError, TypeError, IndexError):
+            raise RecordsRefused from None
+        return rows
+
+
+def _null_key_test(columns: list[str], key: Sequence[str]) -> Callable[[list[Any]], bool]:
+    """A test for "some row has a NULL key", looping in C for a one-column key."""
+    positions = [columns.index(k) for k in key]
+    if not positions:
+        return lambda rows: False
+    if len(positions) == 1:
+        one = operator.itemgetter(positions[0])
+        return lambda rows: None in map(one, rows)
+    several = operator.itemgetter(*positions)
+    return lambda rows: any(None in values for values in map(several, rows))
+
+
+class Database:
+    """The shared writing connection to one SQLite file (see the module docstring).
+
+    ``db = await Database.acquire(path, ...)`` and ``await db.release()``; the connection
+    closes when its last user releases it.
+    """
+
+    _open: ClassVar[dict[str, Database]] = {}
+
+    def __init__(self, path: str, busy_timeout: float) -> None:
+        self.path = path
+        self._users = 0
+        self._conn: sqlite3.Connection | None = None
+        self._synchronous: int | None = None  # index into _SYNCHRONOUS
+        self._max_variables = 999  # SQLite's limit on ? per statement; read on connect
+        # One thread: calls run one at a time, in the order they were made.
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"asyncpipe-sqlite:{path}")
+        self._ready: Future[None] = self._thread.submit(self._connect, busy_timeout)
+
+    def __repr__(self) -> str:
+        return f"<Database {self.path!r} users={self._users}>"
+
+    @classmethod
+    async def acquire(cls, path: str, *, busy_timeout: float, synchronous: str) -> Database:
+        """The shared connection to the database at ``path`` (an absolute path)."""
+        level = _SYNCHRONOUS.index(check_synchronous(synchronous))
+        db = cls._open.get(path)
+        if db is None:
+            db = cls._open[path] = Database(path, busy_timeout)
+        db._users += 1
+        try:
+            # Shielded: a cancelled acquirer must not cancel the connect others wait for.
+            await asyncio.shield(asyncio.wrap_future(db._ready))
+            await db.run(db._raise_synchronous, level)
+        except BaseException:
+            await db.release()
+            raise
+        return db
+
+    async def release(self) -> None:
+        self._users -= 1
+        if self._users > 0:
+            return
+        if Database._open.get(self.path) is self:
+            del Database._open[self.path]
+        try:
+            await asyncio.shield(asyncio.wrap_future(self._thread.submit(self._close)))
+        finally:
+            self._thread.shutdown(wait=False)  # the thread is idle now: it just exits
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the database thread (it may use ``self.conn``)."""
+        return await asyncio.wrap_future(self._thread.submit(fn, *args))
+
+    async def fetchall(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        return await self.run(self._fetchall, sql, parameters)
+
+    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> None:
+        """Run one statement in autocommit mode (DDL, or DML committed at once)."""
+        await self.run(self._execute, sql, parameters)
+
+    async def write(
+        self, insert: Insert, rows: Sequence[Any], *, records: bool = False
+    ) -> list[tuple[int, Exception]]:
+        """Insert the rows in one transaction, committed before returning.
+
+        With ``records``, ``rows`` are mappings turned into rows on the database thread
+        (raising :class:`RecordsRefused`, before anything is written, if one cannot be).
+        Rows that fail on their data (see ``DATA_ERRORS``) are left out and the others
+        committed; returns ``(row index, error)`` for those. Any other error (disk full,
+        locked beyond the busy timeout) rolls the whole batch back and is raised.
+        """
+        return await self.run(self._write, insert, rows, records)
+
+    # -- on the database thread --------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"SQLite database {self.path} is not open")
+        return self._conn
+
+    def _connect(self, busy_timeout: float) -> None:
+        # isolation_level=None: no implicit transactions; we BEGIN and COMMIT ourselves.
+        try:
+            conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise type(exc)(f"{exc}: {self.path}") from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except BaseException:
+            conn.close()
+            raise
+        self._max_variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self._conn = conn
+
+    def _raise_synchronous(self, level: int) -> None:
+        # Writers sharing the file get the strictest level any of them asked for.
+        if self._synchronous is None or level > self._synchronous:
+            self.conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[level]}")
+            self._synchronous = level
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _fetchall(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        return self.conn.execute(sql, parameters).fetchall()
+
+    def _execute(self, sql: str, parameters: Sequence[Any]) -> None:
+        self.conn.execute(sql, parameters)
+
+    def _write(
+        self, insert: Insert, rows: Sequence[Any], records: bool
+    ) -> list[tuple[int, Exception]]:
+        # Records are converted here rather than on the event loop: the rows are then
+        # bound right after they are made, on this thread, instead of crossing threads
+        # (and CPU caches) as another batch of objects.
+        if records:
+            rows = insert.rows(rows)
+        conn = self.conn
+        per = max(1, min(_ROWS_PER_STATEMENT, self._max_variables // len(insert.columns)))
+        whole = len(rows) - len(rows) % per
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if whole:
+                sql = insert.sql(per)
+                for start in range(0, whole, per):
+                    conn.execute(sql, list(chain.from_iterable(rows[start : start + per])))
+            if whole < len(rows):
+                conn.execute(insert.sql(len(rows) - whole), list(chain.from_iterable(rows[whole:])))
+            conn.execute("COMMIT")
+            return []
+        except DATA_ERRORS:
+            conn.execute("ROLLBACK")
+        except BaseException:
+            self._rollback()
+            raise
+        return self._write_each(insert.sql(1), rows)
+
+    def _write_each(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[tuple[int, Exception]]:
+        # One statement per row in one transaction: SQLite undoes just the failing
+        # statement, so the good rows are still committed together.
+        conn = self.conn
+        failures: list[tuple[int, Exception]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for index, row in enumerate(rows):
+                try:
+                    conn.execute(sql, row)
+                except DATA_ERRORS as exc:
+                    failures.append((index, exc))
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        return failures
+
+    def _rollback(self) -> None:
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            logger.exception("%s: rollback failed", self.path)

@@ -1,0 +1,93 @@
+"""Dead-letter sinks: a `dead_letters` table and a JSON Lines file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from conn_helpers import TIMEOUT, query, write
+
+from asyncpipe import DeadLetter, DeadLetterSink, HandlerNode
+from asyncpipe.connectors import (
+    CsvSource,
+    JsonLinesDeadLetterSink,
+    SqliteDeadLetterSink,
+    SqliteSink,
+)
+from asyncpipe.testing import run_pipeline
+
+
+def failing(batch: list[Any]) -> list[Any]:
+    raise ValueError(f"cannot handle {len(batch)} records")
+
+
+async def run_with(sink: DeadLetterSink, csv_path: Path) -> None:
+    read = HandlerNode("read", CsvSource(csv_path, types={"n": int}))
+    fail = HandlerNode("fail", failing, [read])
+    await run_pipeline([read], [fail], timeout=TIMEOUT, dead_letter_sink=sink)
+
+
+async def test_dead_letters_go_to_a_sqlite_table(tmp_path: Path) -> None:
+    csv_path = write(tmp_path / "in.csv", "n\n1\nx\n")
+    db = tmp_path / "results.db"
+    async with SqliteDeadLetterSink(db) as sink:
+        assert isinstance(sink, DeadLetterSink)
+        await run_with(sink, csv_path)
+    rows = query(
+        db,
+        "SELECT node, error_type, error_message, payload, attempts, item_index, "
+        "traceback IS NOT NULL FROM dead_letters ORDER BY id",
+    )
+    assert rows == [
+        (
+            "read",
+            "Rejected",
+            f"{csv_path}:3: column 'n': cannot convert 'x' with int: "
+            "invalid literal for int() with base 10: 'x'",
+            '"x"',
+            1,
+            3,
+            0,
+        ),
+        ("fail", "ValueError", "cannot handle 1 records", '[{"n":1}]', 1, None, 1),
+    ]
+
+
+async def test_the_dead_letter_table_shares_the_database_of_a_sink(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    csv_path = write(tmp_path / "in.csv", "id,n\n1,1\n2,x\n3,3\n")
+    read = HandlerNode("read", CsvSource(csv_path, types={"n": int}))
+    save = HandlerNode("save", SqliteSink(db, "numbers", key="id"), [read])
+    async with SqliteDeadLetterSink(db, table="rejects") as sink:
+        await run_pipeline([read], [save], timeout=TIMEOUT, dead_letter_sink=sink)
+    assert query(db, "SELECT id, n FROM numbers ORDER BY id") == [("1", 1), ("3", 3)]
+    assert query(db, "SELECT item_index FROM rejects") == [(3,)]
+
+
+async def test_a_sqlite_dead_letter_sink_works_without_async_with(tmp_path: Path) -> None:
+    db = tmp_path / "lazy.db"
+    sink = SqliteDeadLetterSink(db)
+    await sink.write(DeadLetter("n", "E", "m", payload={"k": (1, 2)}, index=0))
+    await sink.write(DeadLetter("n", "E", "m2", payload=object()))
+    await sink.aclose()
+    await sink.aclose()  # idempotent
+    payloads = [p for (p,) in query(db, "SELECT payload FROM dead_letters ORDER BY id")]
+    assert payloads[0] == '{"k":[1,2]}'
+    assert payloads[1].startswith('"<object object at')
+
+
+async def test_dead_letters_go_to_a_json_lines_file(tmp_path: Path) -> None:
+    csv_path = write(tmp_path / "in.csv", "n\n1\n")
+    out = tmp_path / "dead.jsonl"
+    async with JsonLinesDeadLetterSink(out) as sink:
+        await run_with(sink, csv_path)
+    # used without async with: each write opens, appends and closes the file
+    await JsonLinesDeadLetterSink(out).write(DeadLetter("x", "E", "odd", payload={(1, 2): b"\xff"}))
+    letters = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(d["node"], d["error_type"], d["payload"]) for d in letters] == [
+        ("fail", "ValueError", [{"n": 1}]),
+        ("x", "E", "{(1, 2): b'\\xff'}"),
+    ]
+    assert "Traceback" in letters[0]["traceback"]
+    assert letters[0]["created_at"].endswith("+00:00")
