@@ -30,6 +30,7 @@ from ._errors import (
     WorkerCrashed,
 )
 from ._executor import ExecutorState, PipelineExecutor
+from ._exports import claim_module as _claim_module
 from ._graph import DEFAULT_CAPACITY, ErrorPolicy, HandlerNode
 from ._handler import BaseHandler, Rejection, reject
 from ._metrics import NodeMetrics, PipelineMetrics
@@ -69,12 +70,5 @@ __all__ = [
     "run",
 ]
 
-# Public objects report the package as their module (for docs, reprs and pickling hints).
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("asyncpipe._"):
-        try:
-            _obj.__module__ = __name__
-        except (AttributeError, TypeError):
-            pass
-del _name, _obj
+# Public objects report the package as their module.
+_claim_module(globals(), __all__, __name__)

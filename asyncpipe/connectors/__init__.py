@@ -44,6 +44,7 @@ return value is emitted), or ``None`` to emit the :class:`Tick` or file ``Path``
 
 from __future__ import annotations
 
+from .._exports import claim_module as _claim_module
 from ._batching import DEFAULT_BATCH_SIZE, IterableSource
 from ._columns import parse_bool
 from ._csv import CsvSink, CsvSource
@@ -72,12 +73,5 @@ __all__ = [
     "parse_bool",
 ]
 
-# Public objects report the package as their module (for docs, reprs and pickling hints).
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("asyncpipe.connectors._"):
-        try:
-            _obj.__module__ = __name__
-        except (AttributeError, TypeError):
-            pass
-del _name, _obj
+# Public objects report the package as their module.
+_claim_module(globals(), __all__, __name__)
