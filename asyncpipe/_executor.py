@@ -71,7 +71,8 @@ class PipelineExecutor:
         executor: a ``concurrent.futures.Executor`` for ``cpu=True`` nodes instead of the
             pool asyncpipe owns (it is not shut down or replaced by asyncpipe).
         dead_letter_sink: where dead letters go (default: an in-memory list,
-            :attr:`dead_letters`).
+            :attr:`dead_letters`). If it has ``open()`` / ``aclose()`` coroutines, they are
+            called before the run and after it (both should be idempotent).
         crash_retries: times a message is retried after its worker process died.
         mp_context: multiprocessing context of the owned pool (default: forkserver on Linux).
 
@@ -303,6 +304,7 @@ class PipelineExecutor:
         remove_signals = install_signal_handlers(self.stop, self.abort) if handle_signals else None
         drained = False
         try:
+            await self._open_dead_letter_sink()
             await self._setup_handlers()
             for name, runtime in self._runtimes.items():
                 if runtime.inbox is not None:
@@ -449,6 +451,21 @@ class PipelineExecutor:
                 self._teardown_timeout = None
         for pool in self._pools:
             await pool.aclose()
+        await self._close_dead_letter_sink()
+
+    async def _open_dead_letter_sink(self) -> None:
+        try:
+            await _call_hook(self.dead_letter_sink, "open")
+        except Exception as exc:
+            sink = self.dead_letter_sink
+            raise AsyncpipeError(f"dead-letter sink {sink!r} failed to open: {exc!r}") from exc
+
+    async def _close_dead_letter_sink(self) -> None:
+        try:
+            async with asyncio.timeout(_CLEANUP_TIMEOUT):
+                await _call_hook(self.dead_letter_sink, "aclose")
+        except Exception:
+            logger.exception("dead-letter sink %r failed to close", self.dead_letter_sink)
 
     # -- intake ----------------------------------------------------------------------------
 

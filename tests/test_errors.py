@@ -252,3 +252,28 @@ async def test_a_source_can_reject_input_and_go_on() -> None:
         ("lines", "not a number at line 4", "y", 4),
     ]
     assert executor.metrics()["lines"].dead_letters == 2
+
+
+async def test_the_dead_letter_sink_is_opened_before_the_run_and_closed_after() -> None:
+    class LifecycleSink:
+        def __init__(self) -> None:
+            self.events: list[str] = []
+
+        async def open(self) -> None:
+            self.events.append("open")
+
+        async def write(self, letter: DeadLetter) -> None:
+            self.events.append(f"write {letter.payload}")
+
+        async def aclose(self) -> None:
+            self.events.append("aclose")
+
+    def fail(message: Any) -> Any:
+        raise ValueError("boom")
+
+    sink = LifecycleSink()
+    source = HandlerNode("source", [1])
+    node = HandlerNode("fail", fail, [source])
+    await run_pipeline([source], [node], dead_letter_sink=sink, timeout=10)
+
+    assert sink.events == ["open", "write 1", "aclose"]
