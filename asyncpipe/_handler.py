@@ -16,6 +16,7 @@ iterable, a (non-string) iterable, or a function with no parameters returning on
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import enum
 import functools
@@ -92,11 +93,26 @@ def reject(item: Any, reason: str, *, index: int | None = None) -> None:
     sink.append(Rejection(item, reason, index))
 
 
-def collect_rejections() -> list[Rejection]:
-    """Start collecting rejections in the current context and return the (live) list."""
-    sink: list[Rejection] = []
+def collect_rejections(sink: list[Rejection] | None = None) -> list[Rejection]:
+    """Start collecting rejections in the current context (into ``sink``, or a new list)
+    and return the (live) list."""
+    if sink is None:
+        sink = []
     _rejections.set(sink)
     return sink
+
+
+class NotifyingRejections(list[Rejection]):
+    """A rejection list that sets ``arrived`` on every append (for sources, whose
+    rejections are written while the source is still waiting for its next item)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = asyncio.Event()
+
+    def append(self, rejection: Rejection) -> None:
+        super().append(rejection)
+        self.arrived.set()
 
 
 # -- adapting what the user passed ------------------------------------------------------

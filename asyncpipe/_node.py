@@ -19,7 +19,14 @@ from ._channel import Channel, EndOfStream
 from ._deadletter import DeadLetter
 from ._errors import ChannelClosed, HandlerError, HandlerSetupError
 from ._graph import ErrorPolicy, HandlerNode
-from ._handler import Adapted, Kind, Rejection, _rejections, collect_rejections
+from ._handler import (
+    Adapted,
+    Kind,
+    NotifyingRejections,
+    Rejection,
+    _rejections,
+    collect_rejections,
+)
 from ._metrics import NodeStats
 from ._offload import OffloadedHandler, WorkerPool
 from ._receipt import Outcome, Receipt, item_count
@@ -104,7 +111,13 @@ class NodeRuntime:
         (a malformed line, say): that becomes a dead letter and the source goes on.
         """
         self._source_task = asyncio.current_task()
-        rejections = collect_rejections()  # the source iterates in this task's context
+        # The source iterates in this task's context; what it rejects is written at once,
+        # even while it waits for its next item (a trigger may wait a long time).
+        rejections = NotifyingRejections()
+        collect_rejections(rejections)
+        flusher = asyncio.create_task(
+            self._flush_rejections(rejections), name=f"asyncpipe:{self.name}:rejections"
+        )
         source: Any = None
         outputs = self.outputs
         stats = self.stats
@@ -140,6 +153,8 @@ class NodeRuntime:
                 await self._reject(rejections, None)
             await self._failed(exc, None, None, attempts=1)
         finally:
+            flusher.cancel()
+            await asyncio.wait([flusher])
             aclose = getattr(source, "aclose", None)
             try:
                 if aclose is not None:
@@ -148,6 +163,13 @@ class NodeRuntime:
             finally:
                 for channel in self.outputs:
                     channel.close_sender()
+
+    async def _flush_rejections(self, rejections: NotifyingRejections) -> None:
+        while True:
+            await rejections.arrived.wait()
+            rejections.arrived.clear()
+            if rejections:
+                await self._reject(rejections, None)
 
     async def _serial(self) -> None:
         assert self.inbox is not None
@@ -490,7 +512,9 @@ class NodeRuntime:
             receipt.settle(Outcome.DEAD_LETTERED, payload)
 
     async def _reject(self, rejections: list[Rejection], receipt: Receipt | None) -> None:
-        for rejection in rejections:
+        taken = rejections[:]
+        rejections.clear()  # before any await: a concurrent flush must not see these again
+        for rejection in taken:
             letter = DeadLetter(
                 node=self.name,
                 error_type="Rejected",
@@ -503,7 +527,6 @@ class NodeRuntime:
             await self._dead_letter(letter, receipt)
             if receipt is not None:
                 receipt.record(Outcome.DEAD_LETTERED, rejection.payload, items=1)
-        rejections.clear()
 
     # -- emitting --------------------------------------------------------------------------
 

@@ -277,3 +277,31 @@ async def test_the_dead_letter_sink_is_opened_before_the_run_and_closed_after() 
     await run_pipeline([source], [node], dead_letter_sink=sink, timeout=10)
 
     assert sink.events == ["open", "write 1", "aclose"]
+
+
+async def test_a_source_rejection_is_dead_lettered_while_the_source_still_waits() -> None:
+    written = asyncio.Event()
+
+    class SignallingSink:
+        def __init__(self) -> None:
+            self.letters: list[DeadLetter] = []
+
+        async def write(self, letter: DeadLetter) -> None:
+            self.letters.append(letter)
+            written.set()
+
+    async def trigger() -> AsyncIterator[int]:
+        reject("bad event", "unparseable")
+        await written.wait()  # would wait forever if the letter waited for the next item
+        yield 1
+
+    sink = CollectingSink()
+    letters = SignallingSink()
+    source = HandlerNode("trigger", trigger)
+    out = HandlerNode("sink", sink, [source])
+    await run_pipeline([source], [out], dead_letter_sink=letters, timeout=10)
+
+    assert sink.items == [1]
+    assert [(d.node, d.payload, d.error_message) for d in letters.letters] == [
+        ("trigger", "bad event", "unparseable")
+    ]
