@@ -24,7 +24,7 @@ import inspect
 import types
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["BaseHandler", "Rejection", "reject"]
 
@@ -46,6 +46,15 @@ class BaseHandler:
     async def teardown(self) -> None:
         """Release resources. The default calls ``pos_message()`` if the subclass has one."""
         await _call_hook(self, "pos_message")
+
+    async def __aenter__(self) -> Self:
+        """``async with handler:`` runs ``setup()`` and, on the way out, ``teardown()``
+        (for using a handler outside a pipeline, e.g. a sink in a script or a test)."""
+        await self.setup()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.teardown()
 
     async def handle(self, data: Any) -> Any:
         """Process one message; return the message to emit, or ``None`` to emit nothing."""

@@ -315,13 +315,6 @@ class CsvSink(BaseHandler):
     async def teardown(self) -> None:
         await self._file.close()
 
-    async def __aenter__(self) -> CsvSink:
-        await self.setup()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.teardown()
-
     def _use(self, columns: Sequence[str] | None) -> None:
         if columns:
             self._columns = list(columns)

@@ -22,7 +22,7 @@ import asyncio
 import datetime
 import logging
 import os
-from typing import Any
+from typing import Any, Self
 
 from .._deadletter import DeadLetter
 from ._files import AppendingFile
@@ -50,7 +50,24 @@ def _iso(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat()
 
 
-class SqliteDeadLetterSink:
+class _OpenClose:
+    """``async with sink:`` opens it and closes it on the way out."""
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class SqliteDeadLetterSink(_OpenClose):
     """Write dead letters as rows of an SQLite table (default ``dead_letters``).
 
     Columns: ``id`` (autoincrement), ``created_at`` (ISO 8601, UTC), ``node``,
@@ -100,13 +117,6 @@ class SqliteDeadLetterSink:
         if db is not None:
             await db.release()
 
-    async def __aenter__(self) -> SqliteDeadLetterSink:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     async def _acquire(self) -> Database:
         db = await Database.acquire(
             self._absolute, busy_timeout=self.busy_timeout, synchronous=self.synchronous
@@ -150,7 +160,7 @@ class SqliteDeadLetterSink:
             )
 
 
-class JsonLinesDeadLetterSink:
+class JsonLinesDeadLetterSink(_OpenClose):
     """Append dead letters to a JSON Lines file, one object per line, flushed per letter.
 
     Keys: ``created_at`` (ISO 8601, UTC), ``node``, ``error_type``, ``error_message``,
@@ -183,13 +193,6 @@ class JsonLinesDeadLetterSink:
         file, self._file = self._file, None
         if file is not None:
             await file.close()
-
-    async def __aenter__(self) -> JsonLinesDeadLetterSink:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def write(self, letter: DeadLetter) -> None:
         """Append and flush one dead letter. Logs (does not raise) if that fails."""

@@ -99,13 +99,6 @@ class JsonLinesSink(BaseHandler):
     async def teardown(self) -> None:
         await self._file.close()
 
-    async def __aenter__(self) -> JsonLinesSink:
-        await self.setup()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.teardown()
-
     async def handle(self, data: Any) -> None:
         """Append the message's records; return None (a sink emits nothing)."""
         if not self._file.is_open:

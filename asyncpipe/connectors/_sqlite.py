@@ -172,13 +172,6 @@ class SqliteSink(BaseHandler):
         if db is not None:
             await db.release()
 
-    async def __aenter__(self) -> SqliteSink:
-        await self.setup()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.teardown()
-
     async def handle(self, data: Any) -> None:
         """Upsert the message's records in one committed transaction; return None."""
         if self._db is None:
