@@ -124,7 +124,9 @@ async def test_a_renamed_file_is_read_whole_at_once(tmp_path: Path) -> None:
 
 async def test_the_directory_can_disappear_and_come_back(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
-    trigger = RequestTrigger(None, ".csv", inbox, poll_interval=0.2, settle=0)
+    # The manifest lives outside the inbox: rmtree below must not race its append.
+    manifest = tmp_path / "manifest.jsonl"
+    trigger = RequestTrigger(None, ".csv", inbox, poll_interval=0.2, settle=0, manifest=manifest)
     async with watching(trigger) as (sink, _):
         inbox.mkdir()  # missing at the start
         drop(inbox, "a.csv", "x\n")
