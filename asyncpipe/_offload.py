@@ -20,6 +20,7 @@ import inspect
 import logging
 import multiprocessing
 import multiprocessing.util
+import os
 import pickle
 import sys
 import threading
@@ -178,7 +179,14 @@ class WorkerPool:
 
     def _ensure(self) -> Executor:
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(self.max_workers, mp_context=self._mp_context)
+            pool = ProcessPoolExecutor(self.max_workers, mp_context=self._mp_context)
+            # Start every worker now: a 3.11 pool otherwise starts workers inside later
+            # submit() calls, which can race its manager thread tearing a broken pool down
+            # (a stranded worker, or "dictionary changed size" in that thread). The first
+            # max_workers submits each start one worker; later ones start none.
+            for _ in range(self.max_workers):
+                pool.submit(os.getpid)
+            self._executor = pool
         return self._executor
 
     async def call(self, handler: OffloadedHandler, data: Any) -> tuple[Any, list[Rejection]]:
