@@ -34,7 +34,7 @@ from ._exports import claim_module as _claim_module
 from ._graph import DEFAULT_CAPACITY, ErrorPolicy, HandlerNode
 from ._handler import BaseHandler, Rejection, reject
 from ._metrics import NodeMetrics, PipelineMetrics
-from ._receipt import Outcome, Receipt
+from ._receipt import Outcome, Receipt, Tracked
 from ._runner import install_signal_handlers, run
 
 __version__ = "0.1.0"
@@ -64,6 +64,7 @@ __all__ = [
     "PipelineMetrics",
     "Receipt",
     "Rejection",
+    "Tracked",
     "WorkerCrashed",
     "install_signal_handlers",
     "reject",

@@ -163,6 +163,7 @@ class PipelineExecutor:
                 workers=node.resolved_workers(pool.max_workers if pool else 1),
                 pool=pool,
                 dead_letter=self._write_dead_letter,
+                track=self._receipts.add,
             )
 
     def _pool(self, executor: Executor | None) -> WorkerPool:

@@ -29,7 +29,7 @@ from ._handler import (
 )
 from ._metrics import NodeStats
 from ._offload import OffloadedHandler, WorkerPool
-from ._receipt import Outcome, Receipt, item_count
+from ._receipt import Outcome, Receipt, Tracked, item_count
 from ._tasks import gather_or_first_error
 
 __all__ = ["Envelope", "NodeRuntime"]
@@ -53,6 +53,7 @@ class NodeRuntime:
         workers: int,
         pool: WorkerPool | None,
         dead_letter: DeadLetterWriter,
+        track: Callable[[Receipt], None] = lambda receipt: None,
     ) -> None:
         self.node = node
         self.name = node.name
@@ -63,6 +64,7 @@ class NodeRuntime:
         self.stats = NodeStats()
         self._pool = pool
         self._dead_letter = dead_letter
+        self._track = track
         handler = node.handler
         self._handler: Adapted | None = handler
         self._offloaded = (
@@ -108,7 +110,8 @@ class NodeRuntime:
         """Emit every item of a source node's iterator, then close the outputs.
 
         A source may call :func:`asyncpipe.reject` for input it cannot turn into a message
-        (a malformed line, say): that becomes a dead letter and the source goes on.
+        (a malformed line, say): that becomes a dead letter and the source goes on. An item
+        yielded as :class:`asyncpipe.Tracked` travels with its receipt, like a submitted one.
         """
         self._source_task = asyncio.current_task()
         # The source iterates in this task's context; what it rejects is written at once,
@@ -140,7 +143,14 @@ class NodeRuntime:
                     await self._reject(rejections, None)
                 stats.received += 1
                 # emit() inlined: a source's per-item path is as hot as a stage's.
-                envelope = (item, None)
+                envelope: Envelope
+                if type(item) is Tracked:
+                    payload, receipt = item
+                    self._track(receipt)
+                    receipt.fork(len(outputs))
+                    envelope = (payload, receipt)
+                else:
+                    envelope = (item, None)
                 for channel in outputs:
                     if not channel.put_nowait(envelope):
                         await channel.put(envelope)

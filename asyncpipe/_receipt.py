@@ -13,15 +13,15 @@ import asyncio
 import enum
 import itertools
 import time
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._errors import PipelineAborted
 
 if TYPE_CHECKING:
     from ._deadletter import DeadLetter
 
-__all__ = ["Outcome", "Receipt"]
+__all__ = ["Outcome", "Receipt", "Tracked"]
 
 _ids = itertools.count(1)
 
@@ -62,7 +62,7 @@ class Receipt:
         "submitted_at",
     )
 
-    def __init__(self, node: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, node: str, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.id: int = next(_ids)
         self.node = node
         self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
@@ -72,6 +72,7 @@ class Receipt:
         self.submitted_at = time.monotonic()
         self.finished_at: float | None = None
         self._pending = 1
+        loop = loop or asyncio.get_running_loop()
         self._future: asyncio.Future[Receipt] = loop.create_future()
 
     def __repr__(self) -> str:
@@ -111,6 +112,20 @@ class Receipt:
     def __await__(self) -> Generator[Any, None, Receipt]:
         return self.wait().__await__()
 
+    def add_done_callback(self, callback: Callable[[Receipt], object]) -> None:
+        """Call ``callback(receipt)`` soon after the receipt resolves (not if aborted)."""
+
+        def done(future: asyncio.Future[Receipt]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                callback(self)
+
+        self._future.add_done_callback(done)
+
+    def release(self) -> None:
+        """Drop the hold a new receipt starts with (for a source's :class:`Tracked` items:
+        call it once every item of the unit has been yielded)."""
+        self.settle(None)
+
     # -- used by the runtime ---------------------------------------------------------------
 
     def fork(self, n: int) -> None:
@@ -141,3 +156,24 @@ class Receipt:
             self._future.set_exception(PipelineAborted(f"receipt #{self.id}: {reason}"))
             # Nobody may be waiting; mark the exception retrieved so asyncio does not log it.
             self._future.exception()
+
+
+class Tracked(NamedTuple):
+    """A source's item that should be followed to its end, like a ``submit()``-ed message.
+
+    A source yields ``Tracked(payload, receipt)`` instead of ``payload`` when it needs to
+    know that what it emitted was committed (a file watcher recording a file as done, a
+    queue consumer acknowledging a message). Several items may share one receipt::
+
+        receipt = Receipt("inbox")       # starts with one hold: it cannot resolve yet
+        for batch in batches_of(path):
+            yield Tracked(batch, receipt)
+        receipt.release()                # every item yielded: drop the hold
+        await receipt                    # resolves once every batch reached its end
+
+    A receipt whose source stops before ``release()`` never resolves; one still pending
+    when the pipeline is aborted raises :class:`PipelineAborted` to its waiters.
+    """
+
+    payload: Any
+    receipt: Receipt

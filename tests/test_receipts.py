@@ -16,6 +16,7 @@ from asyncpipe import (
     PipelineClosed,
     PipelineExecutor,
     Receipt,
+    Tracked,
 )
 from asyncpipe.testing import CollectingSink
 
@@ -317,3 +318,59 @@ async def test_abort_makes_pending_receipts_raise_pipeline_aborted() -> None:
                 with pytest.raises(PipelineAborted):
                     await receipt.wait(10)
     assert receipt.done()
+
+
+async def test_a_source_can_track_what_it_emits_with_one_receipt_for_several_items() -> None:
+    receipts: list[Receipt] = []
+    resolved: list[Receipt] = []
+
+    async def source() -> AsyncIterator[Any]:
+        receipt = Receipt("file")
+        receipt.add_done_callback(resolved.append)
+        receipts.append(receipt)
+        for batch in ([1, 2], [3], [4, 6]):
+            yield Tracked(batch, receipt)
+        assert not receipt.done()  # the source's hold is still on it
+        receipt.release()
+        yield [7]  # untracked items flow as before
+
+    def odd_only(batch: list[int]) -> list[int] | None:
+        return [n for n in batch if n % 2] or None
+
+    sink = CollectingSink()
+    src = HandlerNode("src", source)
+    keep = HandlerNode("odd", odd_only, [src])
+    await asyncio.wait_for(
+        PipelineExecutor([src], [keep, HandlerNode("sink", sink, [keep])]).run(), 10
+    )
+    [receipt] = receipts
+    assert resolved == [receipt]
+    assert receipt.counts[Outcome.COMMITTED] == 2 and receipt.counts[Outcome.FILTERED] == 1
+    assert sink.items == [[1], [3], [7]]
+
+
+async def test_a_tracked_receipt_still_pending_is_aborted_with_the_pipeline() -> None:
+    receipt_box: list[Receipt] = []
+    taken = asyncio.Event()
+
+    async def source() -> AsyncIterator[Any]:
+        receipt = Receipt("file")
+        receipt_box.append(receipt)
+        yield Tracked("x", receipt)
+        receipt.release()
+
+    async def stuck(message: Any) -> None:
+        taken.set()
+        await asyncio.Event().wait()
+
+    src = HandlerNode("src", source)
+    executor = PipelineExecutor([src], [HandlerNode("sink", stuck, [src])])
+    called: list[Receipt] = []
+    with pytest.raises(PipelineAborted):
+        async with asyncio.timeout(10), executor:
+            await taken.wait()
+            receipt_box[0].add_done_callback(called.append)
+            executor.abort()
+    with pytest.raises(PipelineAborted):
+        await receipt_box[0]
+    assert called == []

@@ -9,7 +9,6 @@ it fed again.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
 import logging
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import aiofiles
-import aiofiles.os
 
 __all__ = ["Manifest"]
 
@@ -54,10 +52,14 @@ class Manifest:
                 logger.warning("%s:%d: ignoring a damaged line", self.path, number)
         self.entries = entries
 
-    async def add(
+    def add(
         self, name: str, *, size: int, mtime_ns: int, status: str, error: str | None = None
     ) -> None:
-        """Record a file as fed; durable (fsynced) when this returns. Logs if it cannot."""
+        """Record a file as fed; durable (fsynced) when this returns. Logs if it cannot.
+
+        Synchronous on purpose: one short line per file, written the moment the file's
+        last row is committed, with no await for a stopping pipeline to cut short.
+        """
         entry: dict[str, Any] = {
             "file": name,
             "status": status,
@@ -70,10 +72,10 @@ class Manifest:
         self.entries[name] = entry
         line = json.dumps(entry, ensure_ascii=False) + "\n"
         try:
-            async with aiofiles.open(self.path, "a", encoding="utf-8") as file:
-                await file.write(line)
-                await file.flush()
-                await asyncio.to_thread(os.fsync, file.fileno())
+            with open(self.path, "a", encoding="utf-8") as file:
+                file.write(line)
+                file.flush()
+                os.fsync(file.fileno())
         except OSError as exc:
             logger.error("%s: cannot record %r as fed: %s", self.path, name, exc)
 

@@ -18,13 +18,17 @@ file. As a safety net for writers that write in place, a file is also left alone
 size and modification time have stayed the same for ``settle`` seconds (default 0.5).
 Names starting with ``.`` are never fed.
 
-**Exactly once.** After a file has been fed -- the handler finished and everything it
-produced was handed to the pipeline -- its name is appended (and fsynced) to the
-manifest, a JSON Lines file (default ``watch_dir/.asyncpipe-manifest-<suffix>.jsonl``), and
-is never fed again, also after a restart. A file whose handler raised is recorded as
-``failed`` and dead-lettered. If the pipeline stops while a file is being fed, the file is
-not recorded and is fed again, from the start, on the next run (sinks upsert, so nothing
-is duplicated). Files are told apart by name: to feed new content, use a new name.
+**Exactly once.** Every message made from a file travels with one receipt (see
+:class:`asyncpipe.Tracked`). Once the whole file has been fed and everything made from it
+has reached its end -- committed by the sinks, filtered or dead-lettered -- its name is
+appended (and fsynced) to the manifest, a JSON Lines file (default
+``watch_dir/.asyncpipe-manifest-<suffix>.jsonl``), and is never fed again, also after a
+restart. A file whose handler raised is recorded as ``failed`` and dead-lettered. If the
+pipeline stops or dies before that -- while the file is read, or before its last rows
+are committed -- the file is not recorded and is fed again, from the start, on the next
+run (sinks upsert, so nothing is duplicated); a graceful stop drains, so the files already
+fed are committed and recorded. Files are told apart by name: to feed new content, use
+a new name.
 
 **Watching.** Changes are noticed through ``watchfiles`` (inotify on Linux) within a few
 tens of milliseconds; the directory is also rescanned every ``poll_interval`` seconds (the
@@ -51,6 +55,7 @@ from typing import Any
 
 import aiofiles.os
 
+from .._receipt import Receipt, Tracked
 from ._dirwatch import DirectoryChanges
 from ._fire import Fired
 from ._manifest import Manifest
@@ -59,8 +64,6 @@ from ._reject import reject_item
 __all__ = ["RequestTrigger"]
 
 logger = logging.getLogger(__name__)
-
-_RECORD_TIMEOUT = 10.0  # seconds a manifest write may finish in after a stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,7 @@ class _State:
     first_scan: bool = True
     # name -> (size, mtime_ns, loop time since which it has looked like that)
     pending: dict[str, tuple[int, int, float]] = field(default_factory=dict)
+    in_flight: set[str] = field(default_factory=set)  # fed, not yet all committed
 
 
 class RequestTrigger:
@@ -185,7 +189,7 @@ class RequestTrigger:
         listed = set()
         for file in listing.files:
             listed.add(file.name)
-            if file.name in manifest:
+            if file.name in manifest or file.name in state.in_flight:
                 continue
             seen = state.pending.get(file.name)
             if seen is None or seen[:2] != (file.size, file.mtime_ns):
@@ -221,36 +225,32 @@ class RequestTrigger:
         if not await aiofiles.os.path.isfile(path):
             return  # gone before we got to it: not ours to record
         logger.info("%s: feeding", path)
+        receipt = Receipt(str(path))
         status, error = "done", None
         try:
-            # One message of look-ahead: the last one is yielded only once the handler is
-            # known to be done, so when the pipeline takes it the file can be recorded at
-            # once, with no read in between for a stop to interrupt.
             outputs = self.fired.outputs(path)
             async with aclosing(outputs):
-                held: list[Any] = []
                 async for message in outputs:
-                    if held:
-                        yield held.pop()
-                    held.append(message)
-            if held:
-                yield held.pop()
+                    yield Tracked(message, receipt)
         except Exception as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             logger.warning("%s: failed: %s", path, error, exc_info=True)
             reject_item(str(path), f"{path}: {error}")
-        # Everything it produced is in the pipeline's channels now: record it, even if
-        # the pipeline is stopping (the record is short and bounded), then go on.
-        record = asyncio.ensure_future(
+        # Reached only when the whole file was handed over (a stop mid-file skips this, so
+        # the file is fed again next time). It is recorded once all of it has reached its
+        # end in the pipeline; until then it is "in flight" and not fed again. The record is
+        # written in the receipt's callback, on the loop (one short fsynced line per file),
+        # so no stop can come between the last commit and the record.
+        state.in_flight.add(file.name)
+
+        def record(_: Receipt) -> None:
+            state.in_flight.discard(file.name)
             manifest.add(
                 file.name, size=file.size, mtime_ns=file.mtime_ns, status=status, error=error
             )
-        )
-        try:
-            await asyncio.shield(record)
-        except asyncio.CancelledError:
-            await asyncio.wait([record], timeout=_RECORD_TIMEOUT)
-            raise
+
+        receipt.add_done_callback(record)
+        receipt.release()
 
 
 def _list_directory(directory: Path, suffixes: tuple[str, ...]) -> _Listing:

@@ -10,9 +10,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conn_helpers import TIMEOUT, collect, flatten
 
-from asyncpipe import HandlerNode, PipelineExecutor
+from asyncpipe import HandlerNode, PipelineAborted, PipelineExecutor
 from asyncpipe.connectors import CsvSource, RequestTrigger
 from asyncpipe.testing import CollectingSink
 
@@ -174,3 +175,50 @@ async def test_a_damaged_manifest_line_is_ignored(tmp_path: Path) -> None:
     trigger = RequestTrigger(None, ".csv", tmp_path, 0.01, 1, settle=0, manifest=manifest)
     paths, _ = await collect(trigger)
     assert paths == [tmp_path / "b.csv"]
+
+
+class GatedSink:
+    """A sink that takes each message, then holds it until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        self.arrived = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.committed: list[Any] = []
+
+    async def __call__(self, message: Any) -> None:
+        self.arrived.set()
+        await self.gate.wait()
+        self.committed.append(message)
+
+
+def manifest_names(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [json.loads(line)["file"] for line in path.read_text().splitlines()]
+
+
+async def test_a_file_is_recorded_only_once_its_rows_are_committed(tmp_path: Path) -> None:
+    drop(tmp_path, "a.csv", "n\n1\n2\n")
+    manifest = tmp_path / ".asyncpipe-manifest-csv.jsonl"
+    sink = GatedSink()
+    source = HandlerNode("inbox", RequestTrigger(reader, ".csv", tmp_path, settle=0))
+    executor = PipelineExecutor([source], [HandlerNode("sink", sink, [source])])
+    async with asyncio.timeout(TIMEOUT):
+        with pytest.raises(PipelineAborted):
+            async with executor:
+                await sink.arrived.wait()
+                # Handed to the pipeline, not committed: a crash now must feed it again.
+                assert manifest_names(manifest) == []
+                executor.abort()
+        assert manifest_names(manifest) == [] and sink.committed == []
+
+        # The next run feeds it again; a graceful stop waits for the commit, then records.
+        sink = GatedSink()
+        source = HandlerNode("inbox", RequestTrigger(reader, ".csv", tmp_path, settle=0))
+        async with PipelineExecutor([source], [HandlerNode("sink", sink, [source])]) as again:
+            await sink.arrived.wait()
+            again.stop()
+            assert manifest_names(manifest) == []
+            sink.gate.set()
+    assert flatten(sink.committed) == [{"n": "1"}, {"n": "2"}]
+    assert manifest_names(manifest) == ["a.csv"]
