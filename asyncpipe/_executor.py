@@ -266,6 +266,10 @@ class PipelineExecutor:
         if not self._intake_open:
             raise self._closed_error()
 
+    async def wait_closed(self) -> None:
+        """Wait until the pipeline has closed (drained, stopped, aborted or failed)."""
+        await self._closed.wait()
+
     def stop(self) -> None:
         """Stop intake and let everything in flight drain (returns at once)."""
         if self._state is ExecutorState.RUNNING:
@@ -491,6 +495,14 @@ class PipelineExecutor:
             raise self._closed_error() from None
         self._receipts.add(receipt)
         return receipt
+
+    async def write_dead_letter(self, letter: DeadLetter) -> None:
+        """Record a dead letter made outside the nodes, e.g. an item refused at the intake
+        (``letter.node`` should name the node it was meant for)."""
+        runtime = self._runtimes.get(letter.node)
+        if runtime is not None:
+            runtime.stats.dead_letters += 1
+        await self._write_dead_letter(letter, None)
 
     def _closed_error(self) -> PipelineClosed:
         return PipelineClosed(f"pipeline is {self._state}: not accepting input")
