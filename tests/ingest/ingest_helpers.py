@@ -112,6 +112,7 @@ class ServerProcess:
         return self.proc.returncode, err
 
     def kill(self) -> None:
+        """SIGKILL (if still running), reap, close the pipes."""
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.wait()
+        self.proc.communicate()
