@@ -36,7 +36,8 @@ class BaseHandler:
     the lifecycle hooks. ``setup()`` runs once before the first message (once per worker
     process for ``cpu=True`` nodes, so it is the place to load a model), ``teardown()``
     once after the last. The seed framework's ``pre_message`` / ``pos_message`` hooks are
-    honoured as aliases of ``setup`` / ``teardown``.
+    honoured as aliases of ``setup`` / ``teardown``. A stateful handler (an aggregation, a
+    window) may override ``finish()`` to emit what it holds once its input has ended.
     """
 
     async def setup(self) -> None:
@@ -59,6 +60,13 @@ class BaseHandler:
     async def handle(self, data: Any) -> Any:
         """Process one message; return the message to emit, or ``None`` to emit nothing."""
         raise NotImplementedError(f"{type(self).__qualname__} must implement handle(data)")
+
+    async def finish(self) -> Any:
+        """Called once, after the last message, when every input has ended (not for
+        ``cpu=True`` nodes, whose state lives in the workers). Return a last message to
+        emit, or None; an ``async def`` generator may yield several. Its failure is
+        handled like a message's (dead-lettered by default)."""
+        return None
 
 
 async def _call_hook(handler: object, name: str) -> None:

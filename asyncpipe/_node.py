@@ -8,6 +8,7 @@ consumed, so the receipt's count of messages in flight cannot reach zero early.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import types
@@ -90,6 +91,7 @@ class NodeRuntime:
                 async with asyncio.TaskGroup() as group:
                     for i in range(self.workers):
                         group.create_task(self._serial(), name=f"asyncpipe:{self.name}:{i}")
+            await self._finish()
         except BaseException:
             # This node will take nothing more: make whoever sends to it fail fast.
             if self.inbox is not None:
@@ -98,6 +100,27 @@ class NodeRuntime:
         finally:
             for channel in self.outputs:
                 channel.close_sender()
+
+    async def _finish(self) -> None:
+        """Emit what the handler's ``finish()`` returns, once the input has ended."""
+        handler = self._handler
+        finish = None if handler is None or self.node.cpu else getattr(handler.obj, "finish", None)
+        if finish is None:
+            return
+        try:
+            result = finish()
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    await self.emit(item, None)
+                return
+            if inspect.isawaitable(result):
+                result = await result
+            if result is not None and not self.terminal:
+                await self.emit(result, None)
+        except ChannelClosed:
+            raise
+        except Exception as exc:
+            await self._failed(exc, None, None, attempts=1)
 
     def stop_source(self) -> None:
         """Stop a source node gracefully: no more items are pulled; one already pulled is

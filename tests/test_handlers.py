@@ -353,3 +353,52 @@ async def test_reject_index_is_adjusted_across_parallel_chunks() -> None:
 def test_reject_outside_a_handler_raises_runtime_error() -> None:
     with pytest.raises(RuntimeError, match="outside a handler"):
         reject(1, "nope")
+
+
+class Total(BaseHandler):
+    """Sums what it receives; emits the total once its input has ended."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    async def handle(self, data: int) -> None:
+        self.total += data
+
+    async def finish(self) -> int:
+        return self.total
+
+
+async def test_finish_emits_a_last_message_once_the_input_has_ended() -> None:
+    sink = CollectingSink()
+    src = HandlerNode("numbers", list_source([1, 2, 3, 4]))
+    total = HandlerNode("total", Total(), [src], workers=2)
+    await run_pipeline([src], [total, HandlerNode("sink", sink, [total])], timeout=10)
+    assert sink.items == [10]
+
+
+async def test_an_async_generator_finish_emits_several_and_a_failing_one_is_dead_lettered() -> None:
+    class Windows(BaseHandler):
+        async def handle(self, data: int) -> None:
+            return None
+
+        async def finish(self) -> Any:
+            yield "first"
+            yield "second"
+
+    class Broken(BaseHandler):
+        async def handle(self, data: int) -> None:
+            return None
+
+        async def finish(self) -> Any:
+            raise RuntimeError("cannot flush")
+
+    sink = CollectingSink()
+    src = HandlerNode("numbers", list_source([1]))
+    windows = HandlerNode("windows", Windows(), [src])
+    broken = HandlerNode("broken", Broken(), [src])
+    executor = await run_pipeline(
+        [src], [windows, broken, HandlerNode("sink", sink, [windows, broken])], timeout=10
+    )
+    assert sink.items == ["first", "second"]
+    [letter] = executor.dead_letters
+    assert (letter.node, letter.error_message, letter.payload) == ("broken", "cannot flush", None)
