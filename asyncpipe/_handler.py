@@ -57,15 +57,17 @@ class BaseHandler:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.teardown()
 
-    async def handle(self, data: Any) -> Any:
-        """Process one message; return the message to emit, or ``None`` to emit nothing."""
+    def handle(self, data: Any) -> Any:
+        """Process one message; return the message to emit, or ``None`` to emit nothing.
+
+        Override it as ``async def`` or plain ``def`` (or a generator of either kind)."""
         raise NotImplementedError(f"{type(self).__qualname__} must implement handle(data)")
 
-    async def finish(self) -> Any:
+    def finish(self) -> Any:
         """Called once, after the last message, when every input has ended (not for
         ``cpu=True`` nodes, whose state lives in the workers). Return a last message to
-        emit, or None; an ``async def`` generator may yield several. Its failure is
-        handled like a message's (dead-lettered by default)."""
+        emit, or None (``async def`` or plain); an ``async def`` generator may yield
+        several. Its failure is handled like a message's (dead-lettered by default)."""
         return None
 
 

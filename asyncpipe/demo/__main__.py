@@ -1,17 +1,326 @@
-"""``python -m asyncpipe.demo`` -- placeholder until the demo issue lands."""
+"""``python -m asyncpipe.demo``: the seed's bank pipeline, end to end.
+
+Generates (or reuses) deterministic dirty data in ``--workdir``, runs the pipeline to
+completion with live progress, and prints a summary. ``--serve`` keeps it running with the
+gRPC ingestion service and the inbox watcher until Ctrl-C; ``--verify`` recomputes every
+table with a plain reference program and exits 1 on any difference.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import logging
+import resource
+import sqlite3
 import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .._executor import PipelineExecutor
+from .._runner import install_signal_handlers, run
+from ..ingest import IngestServer, serve
+from ._data import Scale, generate
+from ._domain import RATES
+from ._model import train
+from ._pipeline import DemoConfig, build_pipeline, reset_outputs
+from ._reference import compare, compute
+
+logger = logging.getLogger("asyncpipe.demo")
 
 
-def main() -> int:
-    print(
-        "asyncpipe demo: not built yet.\n"
-        "The bank pipeline demo (clients, transactions, scores -> SQLite) arrives with the\n"
-        "demo issue. Meanwhile, see README.md for a pipeline you can run today."
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m asyncpipe.demo",
+        description="The seed's bank pipeline on asyncpipe: clients, transactions and "
+        "scores from SQLite, an inbox of TXT/CSV files, a timer and (with --serve) gRPC, "
+        "normalised, classified, converted, scored by a model, aggregated into per-client "
+        "profiles, stored in SQLite.",
     )
+    parser.add_argument("--workdir", type=Path, default=Path("asyncpipe-demo"))
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--as-of",
+        type=datetime.date.fromisoformat,
+        default=datetime.date.today(),
+        help="the date results are computed as of (YYYY-MM-DD; default today)",
+    )
+    parser.add_argument("--clients", type=_positive, default=10_000)
+    parser.add_argument(
+        "--transactions",
+        type=_positive,
+        default=100_000,
+        help="historical transactions (with category) in the database",
+    )
+    parser.add_argument(
+        "--new",
+        type=_positive,
+        default=20_000,
+        help="new transactions (no category) across the inbox's TXT files",
+    )
+    parser.add_argument(
+        "--rate",
+        action="append",
+        default=[],
+        metavar="CUR=RATE",
+        help="BRL per unit of a currency (default BRL=1 USD=5 EUR=5.5)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        help="process-pool size for the risk model (default: CPU count)",
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep running with the gRPC service and the inbox watcher until Ctrl-C, then drain",
+    )
+    parser.add_argument("--port", type=int, default=50051, help="gRPC port with --serve")
+    parser.add_argument("--host", default="127.0.0.1", help="gRPC address with --serve")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="recompute every table with the reference; exit 1 on a difference",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no live progress")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    args = parser.parse_args(argv)
+    try:
+        args.rates = _rates(args.rate)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _rates(specs: list[str]) -> dict[str, float]:
+    rates = dict(RATES)
+    for spec in specs:
+        code, sep, value = spec.partition("=")
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = -1.0
+        if not sep or not code or not rate > 0:
+            raise ValueError(f"--rate {spec!r}: expected CUR=RATE with RATE > 0, e.g. USD=5.1")
+        rates[code.strip().upper()] = rate
+    return rates
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    console = Console()
+    scale = Scale(
+        seed=args.seed,
+        clients=args.clients,
+        transactions=args.transactions,
+        new=args.new,
+        as_of=args.as_of.isoformat(),
+    )
+    workdir = args.workdir.resolve()
+    config = DemoConfig(
+        workdir=workdir,
+        scale=scale,
+        rates=args.rates,
+        serve=args.serve,
+        max_workers=args.workers,
+    )
+    started = time.perf_counter()
+    with console.status("generating input data (Faker pt_BR)..."):
+        made = generate(workdir, scale)
+    console.print(
+        f"[bold]inputs[/] {'generated' if made else 'reused'} in {workdir} "
+        f"(seed {scale.seed}, {scale.clients:,} clients, {scale.transactions:,} "
+        f"historical + {scale.new:,} new transactions, as of {scale.as_of})"
+    )
+    with console.status("training the risk model..."):
+        model = train(scale.seed)
+    reset_outputs(config)
+    executor = build_pipeline(config, model)
+    mermaid = executor.to_mermaid()
+    (config.out / "pipeline.mmd").write_text(mermaid + "\n")
+    ran_at = time.perf_counter()
+    try:
+        run(_run(executor, config, args, console))
+    except KeyboardInterrupt:  # a second Ctrl-C during the drain
+        console.print("[red]aborted[/]")
+        return 130
+    elapsed = time.perf_counter() - ran_at
+    _summary(console, executor, config, elapsed, time.perf_counter() - started, mermaid)
+    if args.verify:
+        with console.status("verifying against the reference computation..."):
+            problems = compare(config.results, compute(config, model))
+        if problems:
+            console.print(f"[bold red]verify: {len(problems)} difference(s)[/]")
+            for problem in problems:
+                console.print(f"  {problem}")
+            return 1
+        console.print("[bold green]verify: every table equals the reference[/]")
     return 0
+
+
+async def _run(
+    executor: PipelineExecutor, config: DemoConfig, args: argparse.Namespace, console: Console
+) -> None:
+    with _progress(executor, console, enabled=not args.quiet) as refresh:
+        refresher = asyncio.create_task(refresh())
+        try:
+            if args.serve:
+                server = IngestServer(
+                    executor,
+                    host=args.host,
+                    port=args.port,
+                    clients="normalize",
+                    transactions="classify",
+                    scores="scores",
+                )
+
+                def ready(server: IngestServer) -> None:
+                    console.print(
+                        f"[bold]serving[/] gRPC on {server.address} and watching "
+                        f"{config.workdir / 'inbox'}; Ctrl-C to drain and stop"
+                    )
+
+                await serve(server, on_ready=ready)
+            else:
+                remove = install_signal_handlers(executor.stop, executor.abort)
+                try:
+                    await executor.run()
+                finally:
+                    remove()
+        finally:
+            refresher.cancel()
+
+
+@contextlib.contextmanager
+def _progress(executor: PipelineExecutor, console: Console, *, enabled: bool) -> Iterator[Any]:
+    """A live table of per-node counters, refreshed while the pipeline runs."""
+    if not enabled:
+
+        async def idle() -> None:
+            return None
+
+        yield idle
+        return
+    with Live(_node_table(executor), console=console, refresh_per_second=4) as live:
+
+        async def refresh() -> None:
+            while True:
+                await asyncio.sleep(0.25)
+                live.update(_node_table(executor))
+
+        try:
+            yield refresh
+        finally:
+            live.update(_node_table(executor))
+
+
+def _node_table(executor: PipelineExecutor) -> Table:
+    metrics = executor.metrics()
+    table = Table(title=f"pipeline {metrics.state}, {metrics.uptime:.1f}s", title_justify="left")
+    for column in ("node", "in", "out", "dead letters", "queue", "p50 ms"):
+        table.add_column(column, justify="left" if column == "node" else "right")
+    for name, node in metrics.nodes.items():
+        table.add_row(
+            name,
+            f"{node.received:,}",
+            f"{node.emitted:,}",
+            f"{node.dead_letters:,}" if node.dead_letters else "",
+            f"{node.queue_depth}/{node.queue_capacity}" if node.queue_capacity else "",
+            f"{node.latency_p50 * 1000:.2f}" if node.latency_p50 is not None else "",
+        )
+    return table
+
+
+def _summary(
+    console: Console,
+    executor: PipelineExecutor,
+    config: DemoConfig,
+    elapsed: float,
+    total: float,
+    mermaid: str,
+) -> None:
+    conn = sqlite3.connect(config.results)
+    try:
+        counts = {
+            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("clients", "scores", "transactions", "client_profiles", "metrics")
+        }
+        letters = conn.execute(
+            "SELECT node, error_message FROM dead_letters ORDER BY node"
+        ).fetchall()
+        metrics = {
+            name: json.loads(value)
+            for name, value in conn.execute("SELECT name, value FROM metrics")
+        }
+    finally:
+        conn.close()
+
+    rows = Table(title="rows stored", title_justify="left")
+    rows.add_column("table")
+    rows.add_column("rows", justify="right")
+    for table, count in counts.items():
+        rows.add_row(table, f"{count:,}")
+    rows.add_row("dead_letters", f"{len(letters):,}")
+    console.print(rows)
+
+    reasons: dict[tuple[str, str], int] = {}
+    for node, message in letters:
+        key = (node, _reason(message))
+        reasons[key] = reasons.get(key, 0) + 1
+    dead = Table(title="dead letters by reason", title_justify="left")
+    for column in ("node", "reason", "count"):
+        dead.add_column(column, justify="right" if column == "count" else "left")
+    for (node, reason), count in sorted(reasons.items()):
+        dead.add_row(node, reason, f"{count:,}")
+    console.print(dead)
+
+    results = Table(title="global results", title_justify="left")
+    results.add_column("metric")
+    results.add_column("value")
+    for name, value in metrics.items():
+        results.add_row(name, json.dumps(value, ensure_ascii=False))
+    console.print(results)
+
+    # Every input row ends up stored or dead-lettered.
+    source_rows = counts["clients"] + counts["scores"] + counts["transactions"] + len(letters)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    console.print(
+        f"[bold]pipeline[/] {elapsed:.2f}s ({total:.2f}s with data and model), "
+        f"{source_rows:,} input rows ({source_rows / elapsed:,.0f}/s), "
+        f"peak RSS {rss:,.0f} MiB (this process)"
+    )
+    console.print(f"[bold]results[/] {config.results}")
+    console.print(f"[bold]classified[/] {config.out / 'classified_transactions.csv'}")
+    console.print(f"[bold]DAG[/] {config.out / 'pipeline.mmd'}:\n{mermaid}")
+
+
+def _reason(message: str) -> str:
+    """A dead letter's reason without the file:line or batch prefix (for grouping)."""
+    head, sep, rest = message.partition(": ")
+    if sep and (":" in head or head.startswith("batch ")):
+        return rest
+    return message
 
 
 if __name__ == "__main__":

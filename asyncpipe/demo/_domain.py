@@ -1,0 +1,257 @@
+"""The bank demo's rules, shared by the streaming pipeline and the reference computation.
+
+Everything here is a plain function of its arguments, so the two computations cannot
+drift apart. Money is kept in integer *cents* wherever it is summed: ``amount_brl`` is
+``amount x rate`` rounded to the cent, and every balance, mean and volume is computed
+from exact integer sums, so the results do not depend on the order data arrives in.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ingest import cpf_digits
+
+__all__ = [
+    "CATEGORIES",
+    "INCOME_CATEGORY",
+    "KEYWORDS",
+    "RATES",
+    "ClientState",
+    "Totals",
+    "classify",
+    "cents",
+    "normalize_address",
+    "normalize_client",
+    "normalize_text",
+    "profile",
+]
+
+#: The seed's categories, in its order.
+CATEGORIES = (
+    "Alimentação",
+    "Transporte",
+    "Educação",
+    "Saúde",
+    "Lazer",
+    "Moradia",
+    "Compras",
+    "Transferências",
+    "Salário",
+    "Outros",
+)
+INCOME_CATEGORY = "Salário"
+
+#: Words a description starts with, per category. The data generator builds descriptions
+#: from the same vocabulary, so the classifier must recover every category exactly.
+KEYWORDS: dict[str, tuple[str, ...]] = {
+    "Alimentação": ("SUPERMERCADO", "RESTAURANTE", "PADARIA", "IFOOD", "LANCHONETE"),
+    "Transporte": ("UBER", "POSTO", "METRO", "ONIBUS", "ESTACIONAMENTO"),
+    "Educação": ("ESCOLA", "CURSO", "LIVRARIA", "FACULDADE"),
+    "Saúde": ("FARMACIA", "HOSPITAL", "CLINICA", "LABORATORIO"),
+    "Lazer": ("CINEMA", "TEATRO", "SHOW", "STREAMING"),
+    "Moradia": ("ALUGUEL", "CONDOMINIO", "ENERGIA", "SANEAMENTO"),
+    "Compras": ("LOJA", "SHOPPING", "MAGAZINE", "ELETRONICOS"),
+    "Transferências": ("PIX", "TED", "DOC", "TRANSFERENCIA"),
+    "Salário": ("SALARIO", "FOLHA", "PROVENTOS"),
+    "Outros": ("TARIFA", "DIVERSOS", "SAQUE"),
+}
+_CATEGORY_OF = {word: category for category, words in KEYWORDS.items() for word in words}
+
+#: BRL per unit of each currency (configurable with ``--rate USD=5.1``).
+RATES: dict[str, float] = {"BRL": 1.0, "USD": 5.0, "EUR": 5.5}
+
+_STREET_TYPES = {"RUA": "R.", "AVENIDA": "AV.", "PRACA": "PCA."}
+
+
+def normalize_text(text: str) -> str:
+    """Strip accents, upper-case, collapse runs of whitespace (newlines too)."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(plain.upper().split())
+
+
+def normalize_address(text: str) -> str:
+    """:func:`normalize_text`, then RUA -> R., AVENIDA -> AV., PRACA -> PCA. (whole words;
+    a word followed by a comma counts)."""
+    words = normalize_text(text).split(" ")
+    out = []
+    for word in words:
+        bare = word.rstrip(",")
+        short = _STREET_TYPES.get(bare)
+        out.append(word if short is None else short + word[len(bare) :])
+    return " ".join(out)
+
+
+def normalize_client(record: Mapping[str, Any]) -> dict[str, Any] | str:
+    """A client record normalised for storage, or the reason it is invalid."""
+    cpf = cpf_digits(str(record["cpf"] or ""))
+    if cpf is None:
+        return "invalid CPF"
+    return {
+        "id": int(record["id"]),
+        "name": normalize_text(record["name"] or ""),
+        "cpf": cpf,
+        "birth_date": record["birth_date"],
+        "address": normalize_address(record["address"] or ""),
+    }
+
+
+def classify(description: str) -> str:
+    """The category of a description: that of the first known keyword, else Outros."""
+    for word in normalize_text(description).split(" "):
+        category = _CATEGORY_OF.get(word)
+        if category is not None:
+            return category
+    return "Outros"
+
+
+def cents(amount: float) -> int:
+    """An amount in integer cents (amounts carry at most two decimals)."""
+    return round(amount * 100)
+
+
+def amount_brl(amount: float, currency: str, rates: Mapping[str, float]) -> float | None:
+    """``amount x rate`` rounded to the cent; None for an unknown currency."""
+    rate = rates.get(currency)
+    if rate is None:
+        return None
+    return round(amount * rate, 2)
+
+
+# -- per-client state and results ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ClientState:
+    """What is known of one client, built up in any order."""
+
+    client: dict[str, Any] | None = None  # the normalised client record, once seen
+    income_cents: int = 0
+    income_count: int = 0
+    expense_cents: int = 0
+    transactions: int = 0
+    recent: int = 0  # transactions dated in (D - 30 days, D]
+    suspicious: int = 0
+
+    def add(self, tx: Mapping[str, Any], recent_from: str, as_of: str) -> None:
+        brl = cents(tx["amount_brl"])
+        if tx["category"] == INCOME_CATEGORY:
+            self.income_cents += brl
+            self.income_count += 1
+        else:
+            self.expense_cents += brl
+        self.transactions += 1
+        if recent_from < tx["date"] <= as_of:
+            self.recent += 1
+        self.suspicious += int(tx["suspicious"])
+
+
+def recent_window(as_of: datetime.date) -> tuple[str, str]:
+    """ISO bounds of "the last 30 days": dates ``d`` with ``start < d <= end``."""
+    return (as_of - datetime.timedelta(days=30)).isoformat(), as_of.isoformat()
+
+
+def profile(client_id: int, state: ClientState, score: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``client_profiles`` row of a client (see the demo issue for the formulas)."""
+    income_avg = state.income_cents / state.income_count / 100 if state.income_count else 0.0
+    balance = (state.income_cents - state.expense_cents) / 100
+    share = state.suspicious / state.transactions if state.transactions else 0.0
+    if score is not None:
+        base, income_ref = score["score"], score["monthly_income"]
+    else:
+        base, income_ref = 500, max(income_avg, 1000.0)
+    if not income_ref > 0:
+        income_ref = 1000.0  # a zero income on file must not divide by zero
+    raw = (
+        base + 40 * math.tanh(balance / (3 * income_ref)) + 4 * min(state.recent, 10) - 150 * share
+    )
+    new_score = min(900, max(300, round(raw)))
+    if new_score < 500 or share > 0.30:
+        risk, factor = "HIGH", 0.0
+    elif new_score < 700 or share > 0.10:
+        risk, factor = "MEDIUM", 0.5
+    else:
+        risk, factor = "LOW", 1.0
+    loan = round((3 * income_ref + 0.1 * max(balance, 0)) * new_score / 900 * factor, 2)
+    return {
+        "client_id": client_id,
+        "income_avg": round(income_avg, 2),
+        "balance": balance,
+        "tx_30d": state.recent,
+        "suspicious_share": round(share, 6),
+        "new_score": new_score,
+        "risk_class": risk,
+        "loan_limit": loan,
+    }
+
+
+@dataclass(slots=True)
+class Totals:
+    """Pipeline-wide figures over every stored transaction."""
+
+    transactions: int = 0
+    suspicious: int = 0
+    per_category: dict[str, int] = field(default_factory=dict)
+    volume_cents: dict[str, int] = field(default_factory=dict)  # original currency
+    volume_brl_cents: dict[str, int] = field(default_factory=dict)
+
+    def add(self, tx: Mapping[str, Any]) -> None:
+        self.transactions += 1
+        self.suspicious += int(tx["suspicious"])
+        category, currency = tx["category"], tx["currency"]
+        self.per_category[category] = self.per_category.get(category, 0) + 1
+        self.volume_cents[currency] = self.volume_cents.get(currency, 0) + cents(tx["amount"])
+        self.volume_brl_cents[currency] = self.volume_brl_cents.get(currency, 0) + cents(
+            tx["amount_brl"]
+        )
+
+
+def global_metrics(
+    totals: Totals, clients: Iterable[tuple[int, ClientState]]
+) -> list[dict[str, Any]]:
+    """The ``metrics`` rows: ``{"name": ..., "value": <JSON-able>}``."""
+    valid = active = 0
+    top: tuple[int, int] | None = None  # (-transactions, client id): the smallest wins
+    for client_id, state in clients:
+        if state.client is None:
+            continue
+        valid += 1
+        active += state.recent >= 1
+        key = (-state.transactions, client_id)
+        if top is None or key < top:
+            top = key
+    return [
+        {"name": "active_clients_pct", "value": round(100 * active / valid, 4) if valid else 0.0},
+        {
+            "name": "top_client",
+            "value": None if top is None else {"client_id": top[1], "transactions": -top[0]},
+        },
+        {
+            "name": "transactions_per_category",
+            "value": {c: totals.per_category[c] for c in sorted(totals.per_category)},
+        },
+        {
+            "name": "suspicious_pct",
+            "value": round(100 * totals.suspicious / totals.transactions, 4)
+            if totals.transactions
+            else 0.0,
+        },
+        {
+            "name": "volume_per_currency",
+            "value": {
+                c: {
+                    "amount": totals.volume_cents[c] / 100,
+                    "amount_brl": totals.volume_brl_cents[c] / 100,
+                }
+                for c in sorted(totals.volume_cents)
+            },
+        },
+        {"name": "valid_clients", "value": valid},
+        {"name": "transactions", "value": totals.transactions},
+    ]

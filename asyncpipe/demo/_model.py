@@ -1,0 +1,106 @@
+"""The risk model: a scikit-learn decision tree flagging suspicious transactions.
+
+Trained at start-up on a generated labelled set (deterministic from the seed); inference
+runs in the process pool: :class:`RiskModel` carries the fitted tree as bytes, so it is
+shipped to each worker once and unpickled there once, in ``setup()``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import pickle
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .._handler import BaseHandler
+from ._domain import CATEGORIES
+
+__all__ = ["RiskModel", "features", "train"]
+
+logger = logging.getLogger(__name__)
+
+FEATURES = ("amount_brl", "weekday", "month", "currency", "category")
+_CURRENCY_CODE = {"BRL": 0, "USD": 1, "EUR": 2}
+_CATEGORY_CODE = {name: i for i, name in enumerate(CATEGORIES)}
+_RISKY = frozenset({"Compras", "Transferências", "Lazer"})
+
+
+def features(records: Sequence[Mapping[str, Any]]) -> list[list[float]]:
+    """One row of :data:`FEATURES` per transaction (date as weekday and month)."""
+    rows = []
+    for r in records:
+        day = datetime.date.fromisoformat(r["date"])
+        rows.append(
+            [
+                r["amount_brl"],
+                day.weekday(),
+                day.month,
+                _CURRENCY_CODE.get(r["currency"], 3),
+                _CATEGORY_CODE.get(r["category"], len(CATEGORIES)),
+            ]
+        )
+    return rows
+
+
+def _label(amount_brl: float, weekday: int, currency: int, category: str) -> int:
+    """The rule the labelled set is drawn from (the tree has to learn it)."""
+    if amount_brl > 2500 and category in _RISKY:
+        return 1
+    if weekday >= 5 and currency != 0 and amount_brl > 1000:
+        return 1
+    return 0
+
+
+def train(seed: int, samples: int = 6000) -> bytes:
+    """Fit the tree on ``samples`` generated labelled transactions; the pickled model."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = random.Random(f"{seed}-risk")
+    x, y = [], []
+    start = datetime.date(2025, 1, 1)
+    currencies = list(_CURRENCY_CODE)
+    for _ in range(samples):
+        category = rng.choice(CATEGORIES)
+        currency = rng.choice(currencies)
+        amount = round(rng.expovariate(1 / 900) * (5.0 if currency != "BRL" else 1.0), 2)
+        day = start + datetime.timedelta(days=rng.randrange(730))
+        record = {"amount_brl": amount, "date": day.isoformat(), "currency": currency}
+        [row] = features([{**record, "category": category}])
+        label = _label(amount, day.weekday(), _CURRENCY_CODE[currency], category)
+        if rng.random() < 0.01:
+            label = 1 - label  # label noise
+        x.append(row)
+        y.append(label)
+    model = DecisionTreeClassifier(max_depth=6, min_samples_leaf=10, random_state=seed)
+    model.fit(x, y)
+    return pickle.dumps(model)
+
+
+class RiskModel(BaseHandler):
+    """Sets ``suspicious`` (0/1) on each transaction of a batch. Meant for ``cpu=True``:
+    the model is unpickled once per worker process, in ``setup()``."""
+
+    def __init__(self, model: bytes) -> None:
+        self.model_bytes = model
+        self.model: Any = None
+
+    async def setup(self) -> None:
+        self.model = pickle.loads(self.model_bytes)  # noqa: S301 - our own bytes
+        logger.info("risk model loaded in process %d", os.getpid())
+
+    def handle(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not batch:
+            return batch
+        flags = self.model.predict(features(batch))
+        for record, flag in zip(batch, flags, strict=True):
+            record["suspicious"] = int(flag)
+        return batch
+
+    def predict(self, batch: list[dict[str, Any]]) -> list[int]:
+        """The flags for ``batch`` (for the reference computation, in this process)."""
+        if self.model is None:
+            self.model = pickle.loads(self.model_bytes)  # noqa: S301
+        return [int(f) for f in self.model.predict(features(batch))] if batch else []
