@@ -71,9 +71,10 @@ _STREET_TYPES = {"RUA": "R.", "AVENIDA": "AV.", "PRACA": "PCA."}
 
 def normalize_text(text: str) -> str:
     """Strip accents, upper-case, collapse runs of whitespace (newlines too)."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(plain.upper().split())
+    if not text.isascii():  # the common case has no accents to strip
+        decomposed = unicodedata.normalize("NFKD", text)
+        text = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(text.upper().split())
 
 
 def normalize_address(text: str) -> str:
@@ -121,7 +122,7 @@ def amount_brl(amount: float, currency: str, rates: Mapping[str, float]) -> floa
     rate = rates.get(currency)
     if rate is None:
         return None
-    return round(amount * rate, 2)
+    return round(amount * rate, 2) if rate != 1.0 else round(amount, 2)
 
 
 # -- per-client state and results ----------------------------------------------------------
@@ -164,10 +165,12 @@ def profile(client_id: int, state: ClientState, score: Mapping[str, Any] | None)
     share = state.suspicious / state.transactions if state.transactions else 0.0
     if score is not None:
         base, income_ref = score["score"], score["monthly_income"]
+        if base is None:
+            base = 500  # a score record without a score (an empty CSV field)
     else:
         base, income_ref = 500, max(income_avg, 1000.0)
-    if not income_ref > 0:
-        income_ref = 1000.0  # a zero income on file must not divide by zero
+    if income_ref is None or not income_ref > 0:
+        income_ref = max(income_avg, 1000.0)  # none or zero on file: as without a score
     raw = (
         base + 40 * math.tanh(balance / (3 * income_ref)) + 4 * min(state.recent, 10) - 150 * share
     )

@@ -1,0 +1,261 @@
+"""Figures per level, the integrity check, and the outputs (table, JSON, CSV, PNG)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ._load import BASE_ID, Sample
+
+__all__ = ["SEED_MEAN_RTT", "Integrity", "LevelResult", "check_integrity", "summarise", "write"]
+
+#: The seed's published mean round trip (seconds) per number of clients.
+SEED_MEAN_RTT = {1: 6.0, 2: 7.0, 5: 9.0, 10: 16.5, 15: 24.0, 20: 31.0}
+
+
+@dataclass
+class LevelResult:
+    clients: int
+    requests: int  # measured round trips (warm-up excluded)
+    ok: int
+    errors: dict[str, int]  # status -> count
+    warmup_errors: dict[str, int]  # the same, during the warm-up (not measured)
+    items_sent: int
+    items_acknowledged: int
+    seconds: float  # from the first measured send to the last reply
+    items_per_second: float
+    rtt_ms: dict[str, float | None]  # mean, p50, p95, p99, max over OK round trips
+    server_ms: dict[str, float | None]  # processing_duration_seconds: mean, p50
+    seed_mean_rtt_ms: float | None
+
+
+def _percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def summarise(clients: int, samples: Sequence[Sample]) -> LevelResult:
+    measured = [s for s in samples if not s.warmup]
+    ok = [s for s in measured if s.status == "OK"]
+    rtts = [s.rtt * 1000 for s in ok]
+    server = [s.server_seconds * 1000 for s in ok]
+    if measured:
+        seconds = max(s.started + s.rtt for s in measured) - min(s.started for s in measured)
+    else:
+        seconds = 0.0
+    acknowledged = sum(s.processed for s in ok)
+    seed = SEED_MEAN_RTT.get(clients)
+
+    def ms(value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
+
+    return LevelResult(
+        clients=clients,
+        requests=len(measured),
+        ok=len(ok),
+        errors=dict(Counter(s.status for s in measured if s.status != "OK")),
+        warmup_errors=dict(Counter(s.status for s in samples if s.warmup and s.status != "OK")),
+        items_sent=sum(s.items for s in measured),
+        items_acknowledged=acknowledged,
+        seconds=round(seconds, 3),
+        items_per_second=round(acknowledged / seconds, 1) if seconds > 0 else 0.0,
+        rtt_ms={
+            "mean": ms(statistics.fmean(rtts)) if rtts else None,
+            "p50": ms(_percentile(rtts, 0.50)),
+            "p95": ms(_percentile(rtts, 0.95)),
+            "p99": ms(_percentile(rtts, 0.99)),
+            "max": ms(max(rtts)) if rtts else None,
+        },
+        server_ms={
+            "mean": ms(statistics.fmean(server)) if server else None,
+            "p50": ms(_percentile(server, 0.50)),
+        },
+        seed_mean_rtt_ms=None if seed is None else seed * 1000,
+    )
+
+
+@dataclass
+class Integrity:
+    """Acknowledged items against the results database (``checked`` false: no database)."""
+
+    checked: bool
+    acknowledged: int = 0
+    lost: int = 0  # acknowledged, not stored
+    duplicated: int = 0  # stored more than once
+    unacknowledged_stored: int = 0  # stored although no reply said so (a reply lost)
+    database: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.checked or (self.lost == 0 and self.duplicated == 0)
+
+
+def check_integrity(database: Path | None, samples: Sequence[Sample]) -> Integrity:
+    if database is None:
+        return Integrity(False, notes=["no results database given: integrity not checked"])
+    acked: set[int] = set()
+    for s in samples:
+        if s.status == "OK":
+            acked.update(range(s.first_id, s.first_id + s.processed))
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        stored = [
+            row[0] for row in conn.execute("SELECT id FROM transactions WHERE id >= ?", (BASE_ID,))
+        ]
+    finally:
+        conn.close()
+    counts = Counter(stored)
+    present = set(counts)
+    return Integrity(
+        True,
+        acknowledged=len(acked),
+        lost=len(acked - present),
+        duplicated=sum(n - 1 for n in counts.values() if n > 1),
+        unacknowledged_stored=len(present - acked),
+        database=str(database),
+    )
+
+
+def table(levels: Sequence[LevelResult], integrity: Integrity, console: Console) -> None:
+    out = Table(title="load test: round trip per 200-item batch, ms", title_justify="left")
+    for column in (
+        "clients",
+        "requests",
+        "errors",
+        "items/s",
+        "mean",
+        "p50",
+        "p95",
+        "p99",
+        "max",
+        "server p50",
+        "seed mean",
+    ):
+        out.add_column(column, justify="right")
+
+    def f(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.1f}"
+
+    for level in levels:
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(level.errors.items())) or "0"
+        out.add_row(
+            str(level.clients),
+            f"{level.requests:,}",
+            errors,
+            f"{level.items_per_second:,.0f}",
+            f(level.rtt_ms["mean"]),
+            f(level.rtt_ms["p50"]),
+            f(level.rtt_ms["p95"]),
+            f(level.rtt_ms["p99"]),
+            f(level.rtt_ms["max"]),
+            f(level.server_ms["p50"]),
+            f(level.seed_mean_rtt_ms),
+        )
+    console.print(out)
+    if integrity.checked:
+        style = "green" if integrity.ok else "bold red"
+        console.print(
+            f"[{style}]integrity: {integrity.acknowledged:,} items acknowledged; "
+            f"lost {integrity.lost}, duplicated {integrity.duplicated}[/] "
+            f"({integrity.unacknowledged_stored:,} stored without an acknowledgement)"
+        )
+    for note in integrity.notes:
+        console.print(f"[yellow]{note}[/]")
+
+
+def write(
+    out: Path, config: dict[str, Any], levels: Sequence[LevelResult], integrity: Integrity
+) -> list[Path]:
+    """results.json, levels.csv and rtt.png in ``out``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "config": config,
+        "levels": [asdict(level) for level in levels],
+        "integrity": {**asdict(integrity), "ok": integrity.ok},
+    }
+    json_path = out / "results.json"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    csv_path = out / "levels.csv"
+    with open(csv_path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(
+            [
+                "clients",
+                "requests",
+                "ok",
+                "errors",
+                "items_acknowledged",
+                "items_per_second",
+                "rtt_mean_ms",
+                "rtt_p50_ms",
+                "rtt_p95_ms",
+                "rtt_p99_ms",
+                "rtt_max_ms",
+                "server_mean_ms",
+                "server_p50_ms",
+                "seed_mean_rtt_ms",
+            ]
+        )
+        for level in levels:
+            writer.writerow(
+                [
+                    level.clients,
+                    level.requests,
+                    level.ok,
+                    ";".join(f"{k}={v}" for k, v in sorted(level.errors.items())),
+                    level.items_acknowledged,
+                    level.items_per_second,
+                    *level.rtt_ms.values(),
+                    *level.server_ms.values(),
+                    level.seed_mean_rtt_ms,
+                ]
+            )
+    png_path = out / "rtt.png"
+    chart(levels, png_path)
+    return [json_path, csv_path, png_path]
+
+
+def chart(levels: Sequence[LevelResult], path: Path) -> None:
+    """RTT percentiles and items/s against clients, the seed's means for reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no screen
+    import matplotlib.pyplot as plt
+
+    clients = [level.clients for level in levels]
+    fig, (rtt, rate) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for key, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-")):
+        values = [level.rtt_ms[key] for level in levels]
+        points = [(c, v) for c, v in zip(clients, values, strict=True) if v is not None]
+        if points:
+            rtt.plot(*zip(*points, strict=True), style, label=f"asyncpipe {key}")
+    seed = sorted(SEED_MEAN_RTT.items())
+    rtt.plot([c for c, _ in seed], [s * 1000 for _, s in seed], "k--", label="seed mean")
+    rtt.set_yscale("log")
+    rtt.set_xlabel("concurrent clients")
+    rtt.set_ylabel("round trip per batch (ms, log)")
+    rtt.set_title("round trip")
+    rtt.grid(True, which="both", alpha=0.3)
+    rtt.legend()
+    rate.plot(clients, [level.items_per_second for level in levels], "o-", label="asyncpipe")
+    rate.set_xlabel("concurrent clients")
+    rate.set_ylabel("items acknowledged per second")
+    rate.set_title("throughput (acknowledged after commit)")
+    rate.grid(True, alpha=0.3)
+    rate.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,89 @@
+"""The demo's ingestion server in its own process, started and stopped by the load test."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from asyncpipe.ingest import IngestClient
+
+__all__ = ["DemoServer"]
+
+_STARTUP_TIMEOUT = 120.0  # seconds: data generation and model training come first
+_STOP_TIMEOUT = 60.0
+
+
+class DemoServer:
+    """``python -m asyncpipe.demo --serve`` on 127.0.0.1 with a fresh work directory."""
+
+    def __init__(self, workdir: Path, extra: list[str] | None = None) -> None:
+        self.workdir = workdir
+        self.address = ""
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "asyncpipe.demo",
+                "--serve",
+                "--quiet",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--workdir",
+                str(workdir),
+                # A small initial load, so that it does not compete with the sweep.
+                "--clients",
+                "1000",
+                "--transactions",
+                "1000",
+                "--new",
+                "100",
+                *(extra or []),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    @property
+    def results(self) -> Path:
+        return self.workdir / "out" / "results.db"
+
+    async def ready(self) -> str:
+        """Wait until it listens and its health check says SERVING; its address."""
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(_STARTUP_TIMEOUT):
+            while not self.address:
+                line = await asyncio.to_thread(self.proc.stdout.readline)
+                if not line:
+                    _, err = await asyncio.to_thread(self.proc.communicate)
+                    raise RuntimeError(f"the demo server exited before serving:\n{err}")
+                found = re.search(r"gRPC on (127\.0\.0\.1:\d+)", line)
+                if found:
+                    self.address = found.group(1)
+            async with IngestClient(self.address) as client:
+                status = await client.health()
+        if status != "SERVING":
+            raise RuntimeError(f"the demo server at {self.address} reports {status}")
+        return self.address
+
+    async def stop(self) -> tuple[int, str]:
+        """SIGINT (drain, then exit); its exit code and what it wrote to stderr."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = await asyncio.to_thread(self.proc.communicate, timeout=_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = await asyncio.to_thread(self.proc.communicate)
+        return self.proc.returncode, err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
