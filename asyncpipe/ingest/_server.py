@@ -255,7 +255,6 @@ class IngestServer:
         receipt: Receipt | None = None
         if converted.records:
             receipt = await self._submit(kind.node, batch_id, converted.records, time_remaining)
-        response = pb.IngestResponse(batch_id=batch_id, items_received=received)
         rejections = converted.rejections
         failures: list[DeadLetter] = []
         failed_items = 0
@@ -274,22 +273,30 @@ class IngestServer:
         elif receipt is not None:
             assert self._slots is not None
             self._slots.release()
-        response.items_rejected = len(rejections) + failed_items
-        response.items_processed = received - response.items_rejected
-        response.rejections.extend(
-            pb.ItemRejection(index=index, reason=reason) for index, reason in rejections
-        )
-        response.success = not failures
         if failures:
             first = failures[0]
-            response.message = (
+            message = (
                 f"{failed_items} item(s) failed in the pipeline: node {first.node!r}: "
                 f"{first.error_type}: {first.error_message}"
             )
         elif self.ack == "accepted":
-            response.message = "accepted into the pipeline (not yet stored)"
+            message = "accepted into the pipeline (not yet stored)"
         else:
-            response.message = "stored" if not rejections else "stored; rejections listed"
+            message = "stored" if not rejections else "stored; rejections listed"
+        rejected = len(rejections) + failed_items
+        # One constructor call: each attribute set on a protobuf message costs a lookup.
+        response = pb.IngestResponse(
+            success=not failures,
+            message=message,
+            batch_id=batch_id,
+            items_received=received,
+            items_processed=received - rejected,
+            items_rejected=rejected,
+        )
+        if rejections:
+            response.rejections.extend(
+                pb.ItemRejection(index=index, reason=reason) for index, reason in rejections
+            )
         response.processing_duration_seconds = time.perf_counter() - started
         return response
 
@@ -347,6 +354,8 @@ def _pipeline_outcome(
 ) -> tuple[list[tuple[int, str]], list[DeadLetter], int]:
     """The batch's rejections (validation + by pipeline nodes, mapped back to request
     indices), the whole-message failures, and how many items those failures cost."""
+    if not receipt.dead_letters:  # the usual case: nothing failed in the pipeline
+        return converted.rejections, [], 0  # already in index order
     rejections = list(converted.rejections)
     failures: list[DeadLetter] = []
     indices = converted.indices
