@@ -110,7 +110,8 @@ class Receipt:
             return await asyncio.shield(self._future)
 
     def __await__(self) -> Generator[Any, None, Receipt]:
-        return self.wait().__await__()
+        # wait() without its timeout machinery: awaiting a receipt is on every request's path.
+        return asyncio.shield(self._future).__await__()
 
     def add_done_callback(self, callback: Callable[[Receipt], object]) -> None:
         """Call ``callback(receipt)`` soon after the receipt resolves (not if aborted)."""
