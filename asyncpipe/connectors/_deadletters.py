@@ -147,7 +147,7 @@ class SqliteDeadLetterSink(_OpenClose):
             if self._db is None:
                 await self.open()
             assert self._db is not None
-            failures = await self._db.write(self._insert, [row])
+            failures = await self._db.write(self._insert, list(row))
             if failures:
                 raise failures[0][1]
         except Exception:

@@ -184,24 +184,26 @@ class SqliteSink(BaseHandler):
             async with self._preparing:
                 if self._columns is None:
                     await self._prepare(_infer_schema(records))
-        assert self._insert is not None
+        insert = self._insert
+        assert insert is not None
         origins: list[int] | None = None
         try:
-            failures = await self._db.write(self._insert, records, records=True)
+            values = insert.values(records)
         except RecordsRefused:
-            rows, origins = self._rows_one_by_one(records)
-            failures = await self._db.write(self._insert, rows) if rows else []
+            values, origins = self._values_one_by_one(records)
+        failures = await self._db.write(insert, values)
         for position, exc in failures:
             index = origins[position] if origins is not None else position
             reason = f"{self._where}: {type(exc).__name__}: {exc}"
             reject_item(records[index], reason, index=index)
         return None
 
-    def _rows_one_by_one(self, records: Sequence[Any]) -> tuple[list[Any], list[int]]:
-        """The rows of the records that can be rows (rejecting the others), and the
-        record index of each."""
+    def _values_one_by_one(self, records: Sequence[Any]) -> tuple[list[Any], list[int]]:
+        """The values of the records that can be rows (rejecting the others), and the
+        record index of each row."""
         assert self._columns is not None
-        rows, origins = [], []
+        values: list[Any] = []
+        origins = []
         for index, record in enumerate(records):
             if not isinstance(record, Mapping):
                 reason = f"{self._where}: not a dict record ({type(record).__name__})"
@@ -212,9 +214,9 @@ class SqliteSink(BaseHandler):
                 reason = f"{self._where}: no value for key column(s) {', '.join(missing)}"
                 reject_item(record, reason, index=index)
                 continue
-            rows.append(tuple(record.get(c) for c in self._columns))
+            values.extend(record.get(c) for c in self._columns)
             origins.append(index)
-        return rows, origins
+        return values, origins
 
     # -- the table ---------------------------------------------------------------------
 

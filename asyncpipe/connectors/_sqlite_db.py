@@ -4,21 +4,25 @@ SQLite allows one writer at a time per database file; writers on separate connec
 contend for the file lock and, under load, fail with ``database is locked``. So every
 writer in a process -- each :class:`SqliteSink`, the SQLite dead-letter sink -- that names
 the same file shares one :class:`Database`: one connection living on one dedicated
-thread. Each transaction is a single function run on that thread (``BEGIN IMMEDIATE``,
-the inserts, ``COMMIT``, or ``ROLLBACK`` on error), so transactions of different
-nodes queue up in order instead of colliding, and a transaction always completes or
-rolls back as a whole, even if the task waiting for it is cancelled. A writer in another
+thread. Each transaction is a single function run on that thread (one multi-row
+statement, which SQLite runs as a transaction of its own, or ``BEGIN IMMEDIATE``, the
+statements, ``COMMIT``, or ``ROLLBACK`` on error), so transactions of different nodes
+queue up in order instead of colliding, and a transaction always completes or rolls back
+as a whole, even if the task waiting for it is cancelled. A writer in another
 process is handled by SQLite's busy timeout (``busy_timeout=``, default 30 s); taking the
-write lock up front (``IMMEDIATE``) avoids the deadlock a read-then-write transaction
-can hit.
+write lock up front (``IMMEDIATE``, and a lone ``INSERT`` takes it as it starts) avoids
+the deadlock a read-then-write transaction can hit.
 
 Why a thread of our own rather than ``aiosqlite`` (which :class:`SqliteSource` uses)?
 ``aiosqlite`` is the same design -- a thread owning a ``sqlite3`` connection -- but makes
 one thread hand-off per call, so a batch costs three (begin, executemany, commit), and a
 cancelled caller can leave its transaction half done. On 2 vCPUs streaming 1e6 rows from a
-CSV file, those hand-offs were a visible share of the time. Here a batch is one hand-off:
-the records are turned into rows on the database thread, then inserted by multi-row
-statements. The event loop never blocks either way: it only awaits the thread.
+CSV file, those hand-offs were a visible share of the time. Here a batch is one hand-off,
+and usually one statement. The records are turned into a flat list of values on the event
+loop, whose thread has just built them and still holds them in its CPU cache: read from
+the database thread, each record came from the other core's cache, and those dict lookups
+were that thread's largest single cost (perf). The event loop never blocks: it only
+awaits the thread.
 
 The database is put in WAL mode (readers do not block the writer and vice versa) with
 ``synchronous=NORMAL`` by default: a committed transaction survives a crash of the
@@ -54,10 +58,12 @@ DATA_ERRORS: tuple[type[Exception], ...] = (
 )
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-# Rows per INSERT statement. One statement for many rows binds them all, then lets
-# SQLite insert them in one call that runs without the GIL -- instead of a GIL hand-off
-# per row, as with executemany -- which matters when the event loop's thread is busy.
-_ROWS_PER_STATEMENT = 200
+# Most rows per INSERT statement (fewer if SQLite's limit on parameters says so). One
+# statement for many rows binds them all, then lets SQLite insert them in one call that
+# runs without the GIL -- instead of a GIL hand-off per row, as with executemany -- which
+# matters when the event loop's thread is busy. A batch of up to this many rows is one
+# statement, and so one GIL hand-off; beyond it a statement's size buys nothing more.
+_ROWS_PER_STATEMENT = 1000
 
 
 def quote(identifier: str) -> str:
@@ -83,8 +89,8 @@ class Insert:
     """``INSERT`` of rows into a table -- an upsert when there is a key -- as statements
     of any number of rows (``sql(n)``, cached).
 
-    Rows are sequences of values in ``columns`` order, or, with ``from_records``,
-    mappings from which those values are taken (``rows()``).
+    Rows are sequences of values in ``columns`` order, or mappings from which those values
+    are taken (``values()``).
     """
 
     def __init__(self, table: str, columns: Sequence[str], key: Sequence[str] = ()) -> None:
@@ -114,28 +120,51 @@ class Insert:
                 self._statements[rows] = statement
         return statement
 
-    def rows(self, records: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """The records as rows; raise :class:`RecordsRefused` if one cannot be one (not a
-        mapping, a column missing) or has a NULL key."""
+    def values(self, records: Sequence[Any]) -> list[Any]:
+        """The records' values in ``columns`` order, row after row: the parameters of
+        ``sql(len(records))``. Raise :class:`RecordsRefused` if a record cannot be a row
+        (not a mapping, a column missing) or has a NULL key. One pass in C."""
         try:
-            rows = list(map(self.row_of, records))
-            if self._null_key(rows):
-                raise RecordsRefused
+            values = list(chain.from_iterable(map(self.row_of, records)))
         except (KeyError, TypeError, IndexError):
             raise RecordsRefused from None
-        return rows
+        if self._null_key(values):
+            raise RecordsRefused
+        return values
+
+
+def _call(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[T],
+    fn: Callable[..., T],
+    args: tuple[Any, ...],
+) -> None:
+    """On the database thread: run ``fn(*args)`` and resolve ``future`` on its loop."""
+    if future.cancelled():  # a plain read; a cancel racing with it just lets the call run
+        return
+    try:
+        result = fn(*args)
+    except BaseException as exc:
+        loop.call_soon_threadsafe(_resolve, future, None, exc)
+    else:
+        loop.call_soon_threadsafe(_resolve, future, result, None)
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled meanwhile
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 def _null_key_test(columns: list[str], key: Sequence[str]) -> Callable[[list[Any]], bool]:
-    """A test for "some row has a NULL key", looping in C for a one-column key."""
+    """A test for "some row has a NULL key" on the rows' values laid end to end: a slice
+    per key column, searched in C."""
+    width = len(columns)
     positions = [columns.index(k) for k in key]
-    if not positions:
-        return lambda rows: False
-    if len(positions) == 1:
-        one = operator.itemgetter(positions[0])
-        return lambda rows: None in map(one, rows)
-    several = operator.itemgetter(*positions)
-    return lambda rows: any(None in values for values in map(several, rows))
+    return lambda values: any(None in values[p::width] for p in positions)
 
 
 class Database:
@@ -189,8 +218,18 @@ class Database:
             self._thread.shutdown(wait=False)  # the thread is idle now: it just exits
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the database thread (it may use ``self.conn``)."""
-        return await asyncio.wrap_future(self._thread.submit(fn, *args))
+        """Run ``fn(*args)`` on the database thread (it may use ``self.conn``).
+
+        A caller cancelled before the call starts cancels it; once started, the call
+        completes (or rolls back) on its own.
+        """
+        # The thread resolves a future of the loop directly rather than through a
+        # concurrent.futures.Future and wrap_future: one lock and one callback fewer per
+        # call, on both threads -- per batch, that is a visible share on 2 vCPUs.
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._thread.submit(_call, loop, future, fn, args)
+        return await future
 
     async def fetchall(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
         return await self.run(self._fetchall, sql, parameters)
@@ -199,18 +238,20 @@ class Database:
         """Run one statement in autocommit mode (DDL, or DML committed at once)."""
         await self.run(self._execute, sql, parameters)
 
-    async def write(
-        self, insert: Insert, rows: Sequence[Any], *, records: bool = False
-    ) -> list[tuple[int, Exception]]:
-        """Insert the rows in one transaction, committed before returning.
+    async def write(self, insert: Insert, values: list[Any]) -> list[tuple[int, Exception]]:
+        """Insert rows in one transaction, committed before returning.
 
-        With ``records``, ``rows`` are mappings turned into rows on the database thread
-        (raising :class:`RecordsRefused`, before anything is written, if one cannot be).
-        Rows that fail on their data (see ``DATA_ERRORS``) are left out and the others
-        committed; returns ``(row index, error)`` for those. Any other error (disk full,
-        locked beyond the busy timeout) rolls the whole batch back and is raised.
+        ``values`` are the rows' values laid end to end (``len(insert.columns)`` per row,
+        as :meth:`Insert.values` makes them). Rows that fail on their data (see
+        ``DATA_ERRORS``) are left out and the others committed; returns ``(row index,
+        error)`` for those. Any other error (disk full, locked beyond the busy timeout)
+        rolls the whole batch back and is raised.
         """
-        return await self.run(self._write, insert, rows, records)
+        if len(values) % len(insert.columns):
+            raise ValueError(f"{len(values)} values do not make rows of {len(insert.columns)}")
+        if not values:
+            return []
+        return await self.run(self._write, insert, values)
 
     # -- on the database thread --------------------------------------------------------
 
@@ -251,32 +292,30 @@ class Database:
     def _execute(self, sql: str, parameters: Sequence[Any]) -> None:
         self.conn.execute(sql, parameters)
 
-    def _write(
-        self, insert: Insert, rows: Sequence[Any], records: bool
-    ) -> list[tuple[int, Exception]]:
-        # Records are converted here rather than on the event loop: the rows are then
-        # bound right after they are made, on this thread, instead of crossing threads
-        # (and CPU caches) as another batch of objects.
-        if records:
-            rows = insert.rows(rows)
+    def _write(self, insert: Insert, values: list[Any]) -> list[tuple[int, Exception]]:
         conn = self.conn
-        per = max(1, min(_ROWS_PER_STATEMENT, self._max_variables // len(insert.columns)))
-        whole = len(rows) - len(rows) % per
-        conn.execute("BEGIN IMMEDIATE")
+        width = len(insert.columns)
+        per = max(1, min(_ROWS_PER_STATEMENT, self._max_variables // width)) * width
         try:
-            if whole:
-                sql = insert.sql(per)
-                for start in range(0, whole, per):
-                    conn.execute(sql, list(chain.from_iterable(rows[start : start + per])))
-            if whole < len(rows):
-                conn.execute(insert.sql(len(rows) - whole), list(chain.from_iterable(rows[whole:])))
+            if len(values) <= per:
+                # One statement is a transaction of its own (autocommit): it takes the
+                # write lock when it starts, like BEGIN IMMEDIATE, and commits as it ends.
+                # Without BEGIN and COMMIT a batch releases and retakes the GIL once,
+                # rather than three times -- each a wait while the event loop holds it.
+                conn.execute(insert.sql(len(values) // width), values)
+                return []
+            conn.execute("BEGIN IMMEDIATE")
+            for start in range(0, len(values), per):
+                part = values[start : start + per]
+                conn.execute(insert.sql(len(part) // width), part)
             conn.execute("COMMIT")
             return []
         except DATA_ERRORS:
-            conn.execute("ROLLBACK")
+            self._rollback()
         except BaseException:
             self._rollback()
             raise
+        rows = [values[start : start + width] for start in range(0, len(values), width)]
         return self._write_each(insert.sql(1), rows)
 
     def _write_each(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[tuple[int, Exception]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from conn_helpers import TIMEOUT, collect, flatten, query
 
 from asyncpipe import HandlerError, HandlerNode, PipelineExecutor
-from asyncpipe.connectors import IterableSource, SqliteSink, SqliteSource
+from asyncpipe.connectors import IterableSource, SqliteSink, SqliteSource, _sqlite_db
 from asyncpipe.testing import run_pipeline
 
 SCHEMA = {"id": "INTEGER", "name": "TEXT", "score": "REAL"}
@@ -263,3 +264,56 @@ async def test_a_key_repeated_within_a_batch_keeps_the_last_values(tmp_path: Pat
         (1, "v448"),
         (2, "v449"),
     ]
+
+
+async def test_a_batch_of_several_statements_commits_as_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch beyond one statement's rows is BEGIN, several statements, COMMIT; a bad row
+    # in the third statement still leaves the rows of the first two committed with the rest.
+    monkeypatch.setattr(_sqlite_db, "_ROWS_PER_STATEMENT", 2)
+    db = tmp_path / "statements.db"
+    schema = {"id": "INTEGER", "name": "TEXT NOT NULL", "score": "REAL"}
+    good = [{"id": i, "name": f"c{i}", "score": i} for i in range(7)]
+    bad = [*good[:5], {"id": 5, "name": None, "score": 5}, good[6]]
+    executor = await write_batches(db, [good, bad], key="id", schema=schema)
+    assert query(db, "SELECT count(*) FROM clients") == [(7,)]
+    [letter] = executor.dead_letters
+    assert letter.index == 5 and "NOT NULL constraint failed" in letter.error_message
+
+
+async def test_values_that_do_not_make_whole_rows_are_refused(tmp_path: Path) -> None:
+    db = await _sqlite_db.Database.acquire(
+        str(tmp_path / "rows.db"), busy_timeout=1.0, synchronous="NORMAL"
+    )
+    try:
+        with pytest.raises(ValueError, match="5 values do not make rows of 2"):
+            await db.write(_sqlite_db.Insert("t", ["a", "b"]), [1, 2, 3, 4, 5])
+    finally:
+        await db.release()
+
+
+async def test_a_write_cancelled_before_it_starts_is_not_made(tmp_path: Path) -> None:
+    path = tmp_path / "cancel.db"
+    db = await _sqlite_db.Database.acquire(str(path), busy_timeout=1.0, synchronous="NORMAL")
+    try:
+        await db.execute("CREATE TABLE t (a INTEGER, b TEXT)")
+        busy, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            busy.set()
+            release.wait(TIMEOUT)
+
+        holding = asyncio.create_task(db.run(hold))
+        await asyncio.to_thread(busy.wait, TIMEOUT)  # the database thread is taken
+        insert = _sqlite_db.Insert("t", ["a", "b"])
+        cancelled = asyncio.create_task(db.write(insert, [1, "cancelled"]))
+        await asyncio.sleep(0)  # queued behind hold()
+        cancelled.cancel()
+        release.set()
+        await holding
+        assert await db.write(insert, [2, "made"]) == []
+        assert cancelled.cancelled()
+    finally:
+        await db.release()
+    assert query(path, "SELECT a, b FROM t") == [(2, "made")]
