@@ -1,6 +1,6 @@
-"""Throughput benchmark: ``python -m asyncpipe.bench [--items N] [--repeat K] [--quick]``.
+"""Throughput benchmark: ``python -m asyncpipe.bench [--only WORKLOAD] [--repeat K] [--quick]``.
 
-Three workloads, each measured against a baseline in the same run (the machine is shared
+Four workloads, each measured against a baseline in the same run (the machine is shared
 and noisy, so the ratios matter more than the absolute figures):
 
 * **per-item** and **batched**: a source, four light stages (``x + 1``, ``x * 2``,
@@ -14,6 +14,10 @@ and noisy, so the ratios matter more than the absolute figures):
   clock only once they are all back, so process start-up and handler loading are excluded
   (and reported separately). The same work on a bare ``ProcessPoolExecutor`` shows what
   the machine itself gives.
+* **csv**: upsert ``--rows`` CSV rows into SQLite, ``--batch`` rows per transaction,
+  through ``CsvSource -> SqliteSink`` and through a plain synchronous ``csv.reader`` +
+  ``sqlite3.executemany`` loop (see ``asyncpipe._bench_csv``). Each run is a fresh process,
+  so its peak RSS is its own.
 
 The CPU handler is a module-level function of ``asyncpipe.bench``: worker processes import
 it by reference, which is also why the command line lives behind ``main()``.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import platform
@@ -35,6 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from asyncpipe import DEFAULT_CAPACITY, HandlerNode, PipelineExecutor
+from asyncpipe._bench_csv import BASELINE, JUDGED, SIDES, CsvResults, csv_workload
+from asyncpipe._bench_csv import TARGET as TARGET_CSV
 from asyncpipe._offload import default_mp_context
 from asyncpipe._runner import loop_factory
 
@@ -47,7 +54,7 @@ WARM_UP_MS = 200  # each warm-up message holds its worker this long (all workers
 TARGET_BATCHED = 0.9
 TARGET_PER_ITEM = 0.7
 TARGET_CPU = 1.7
-WORKLOADS = ("per-item", "batched", "cpu")
+WORKLOADS = ("per-item", "batched", "cpu", "csv")
 CPU_PAIRS = 2  # cpu (1 worker, 2 workers) pairs per repeat: they are short and noisy
 
 _STOP: Any = object()  # end of stream in the raw asyncio chain
@@ -354,6 +361,7 @@ class Results:
     cpu: Pairs = field(default_factory=Pairs)  # baseline: 1 worker, candidate: 2 workers
     cpu_raw: Pairs = field(default_factory=Pairs)
     startups: list[float] = field(default_factory=list)
+    csv: CsvResults | None = None
 
 
 def _k(rate: float) -> str:
@@ -371,10 +379,13 @@ def _verdict(value: float, target: float) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m asyncpipe.bench",
-        description="asyncpipe throughput vs raw asyncio, and process-pool speed-up.",
+        description="asyncpipe throughput vs raw asyncio and a plain CSV -> SQLite loop, "
+        "and process-pool speed-up.",
     )
     parser.add_argument("--items", type=int, default=200_000, help="items per chain pass")
-    parser.add_argument("--batch", type=int, default=500, help="items per batched message")
+    parser.add_argument(
+        "--batch", type=int, default=500, help="items per batched message (csv: per transaction)"
+    )
     parser.add_argument("--repeat", type=int, default=5, help="repeats (medians are reported)")
     parser.add_argument(
         "--min-seconds",
@@ -384,6 +395,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--cpu-messages", type=int, default=80, help="messages per cpu run")
     parser.add_argument("--cpu-ms", type=float, default=15.0, help="CPU work per message, ms")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="csv: rows upserted")
     parser.add_argument(
         "--no-raw-cpu", action="store_true", help="skip the raw process-pool reference"
     )
@@ -405,8 +417,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.min_seconds = min(args.min_seconds, 0.05)
         args.cpu_messages = min(args.cpu_messages, 12)
         args.cpu_ms = min(args.cpu_ms, 10.0)
-    if min(args.items, args.batch, args.repeat, args.cpu_messages) < 1:
-        parser.error("--items, --batch, --repeat and --cpu-messages must be >= 1")
+        args.rows = min(args.rows, 100_000)
+    if min(args.items, args.batch, args.repeat, args.cpu_messages, args.rows) < 1:
+        parser.error("--items, --batch, --repeat, --cpu-messages and --rows must be >= 1")
     return args
 
 
@@ -422,37 +435,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"asyncpipe.bench: Python {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"loop={_loop_name(use_uvloop)}, items={n:,}, batch={batch}, repeat={args.repeat}, "
-        f"capacity={DEFAULT_CAPACITY}, cpu={args.cpu_messages} messages x {args.cpu_ms:g} ms",
+        f"capacity={DEFAULT_CAPACITY}, cpu={args.cpu_messages} messages x {args.cpu_ms:g} ms, "
+        f"csv={args.rows:,} rows",
         flush=True,
     )
     results = Results()
     chains: list[tuple[bool, Chain]] = [(True, chain_raw), (False, chain_asyncpipe)]
-    for r in range(args.repeat):
-        flip = r % 2 == 1  # alternate who goes first, so drift hits both sides alike
-        line: list[str] = []
-        for label, pairs, messages, is_batched in (
-            ("per-item", results.per_item, per_item_messages, False),
-            ("batched", results.batched, batched_messages, True),
-        ):
-            if label not in workloads:
-                continue
-            for is_raw, chain in chains[::-1] if flip else chains:
-                rate = run_chain(chain, messages, n, is_batched, use_uvloop, args.min_seconds)
-                pairs.add(is_raw, rate)
-            line.append(f"{label} {pairs.candidate[-1] / pairs.baseline[-1]:.2f}x")
-        if "cpu" in workloads:
-            runners = [(results.cpu, cpu_asyncpipe, "cpu")]
-            if not args.no_raw_cpu:
-                runners.append((results.cpu_raw, cpu_raw, "raw pool"))
-            for pairs, runner, label in runners:
-                for i in range(CPU_PAIRS):
-                    for workers in (2, 1) if (r + i) % 2 else (1, 2):
-                        run = run_cpu(runner, workers, args.cpu_messages, rounds, use_uvloop)
-                        pairs.add(workers == 1, args.cpu_messages / run.seconds)
-                        if runner is cpu_asyncpipe:
-                            results.startups.append(run.startup)
-                    line.append(f"{label} {pairs.candidate[-1] / pairs.baseline[-1]:.2f}x")
-        print(f"  repeat {r + 1}/{args.repeat}: " + ", ".join(line), flush=True)
+    with contextlib.ExitStack() as stack:
+        csv = None
+        if "csv" in workloads:
+            csv = stack.enter_context(csv_workload(args.rows, batch, use_uvloop))
+            results.csv = csv.results
+        for r in range(args.repeat):
+            flip = r % 2 == 1  # alternate who goes first, so drift hits both sides alike
+            line: list[str] = []
+            for label, pairs, messages, is_batched in (
+                ("per-item", results.per_item, per_item_messages, False),
+                ("batched", results.batched, batched_messages, True),
+            ):
+                if label not in workloads:
+                    continue
+                for is_raw, chain in chains[::-1] if flip else chains:
+                    rate = run_chain(chain, messages, n, is_batched, use_uvloop, args.min_seconds)
+                    pairs.add(is_raw, rate)
+                line.append(f"{label} {pairs.candidate[-1] / pairs.baseline[-1]:.2f}x")
+            if "cpu" in workloads:
+                runners = [(results.cpu, cpu_asyncpipe, "cpu")]
+                if not args.no_raw_cpu:
+                    runners.append((results.cpu_raw, cpu_raw, "raw pool"))
+                for pairs, runner, label in runners:
+                    for i in range(CPU_PAIRS):
+                        for workers in (2, 1) if (r + i) % 2 else (1, 2):
+                            run = run_cpu(runner, workers, args.cpu_messages, rounds, use_uvloop)
+                            pairs.add(workers == 1, args.cpu_messages / run.seconds)
+                            if runner is cpu_asyncpipe:
+                                results.startups.append(run.startup)
+                        line.append(f"{label} {pairs.candidate[-1] / pairs.baseline[-1]:.2f}x")
+            if csv is not None:
+                for side in list(SIDES)[::-1] if flip else SIDES:
+                    csv.measure(side)
+                serial = csv.results.ratios("asyncpipe, workers=1")[-1]
+                line.append(f"csv {serial:.2f}x/{csv.results.ratios()[-1]:.2f}x (workers=1/2)")
+            print(f"  repeat {r + 1}/{args.repeat}: " + ", ".join(line), flush=True)
 
     failed = _report(args, results)
     return 1 if args.check and failed else 0
@@ -500,12 +524,46 @@ def _report(args: argparse.Namespace, results: Results) -> bool:
             f"handler loading\n(excluded) took {1000 * statistics.median(results.startups):.0f} ms "
             "median"
         )
+    if results.csv is not None:
+        failed |= _report_csv(results.csv)
     print(
         "\nratio, speed-up (judged against the target): median of the ratios of the pairs run"
-        "\nback to back (asyncpipe/raw; 2 workers/1 worker). best/best: best run of one side"
-        f"\nover best run of the other. cpu: {CPU_PAIRS} pairs per repeat."
+        "\nback to back (asyncpipe/baseline; 2 workers/1 worker). best/best: best run of one"
+        "\nside over best run of the other; range: the lowest and highest pair."
+        + (f" cpu: {CPU_PAIRS} pairs per repeat." if results.cpu.baseline else "")
     )
     return failed
+
+
+def _report_csv(csv: CsvResults) -> bool:
+    """Print the CSV -> SQLite table; return whether the target was missed."""
+    print(
+        f"\n{'CSV -> SQLite upsert':<26}{'rows/s':>10}{'seconds':>9}{'peak RSS':>10}"
+        f"{'growth':>8}{'ratio':>8}{'range':>12}{'target':>8}  result"
+    )
+    print("-" * 97)
+    for side, runs in csv.runs.items():
+        seconds = statistics.median(run.seconds for run in runs)
+        memory = (
+            f"{max(run.peak_kb for run in runs) / 1024:>7.0f} MB"
+            f"{max(run.growth_kb for run in runs) / 1024:>5.0f} MB"
+        )
+        verdict = ""
+        if side != BASELINE:
+            ratios = csv.ratios(side)
+            verdict = f"{csv.ratio(side):>7.2f}x{min(ratios):>6.2f}-{max(ratios):.2f}x"
+            if side == JUDGED:
+                verdict += f"{TARGET_CSV:>7.2f}x  {_verdict(csv.ratio(), TARGET_CSV)}"
+        print(f"{side:<26}{_k(csv.rate(side)):>10}{seconds:>9.2f}{memory}{verdict}")
+    print(
+        f"{csv.rows:,} rows, {csv.batch}-row transactions; each run a fresh process. peak RSS: "
+        "the\nprocess's resident size at its highest during the run (VmHWM; the largest of "
+        "the runs);\ngrowth: that minus its RSS just before the run. plain loop: csv.reader "
+        "+ executemany +\ncommit per batch. workers: the sink node's (2: a batch is handed "
+        "to the database thread\nwhile the previous one commits); the target is judged on "
+        "workers=2."
+    )
+    return not _met(csv.ratio(), TARGET_CSV)
 
 
 if __name__ == "__main__":
