@@ -317,3 +317,13 @@ async def test_a_write_cancelled_before_it_starts_is_not_made(tmp_path: Path) ->
     finally:
         await db.release()
     assert query(path, "SELECT a, b FROM t") == [(2, "made")]
+
+
+async def test_with_two_workers_batches_are_written_in_arrival_order(tmp_path: Path) -> None:
+    db = tmp_path / "order.db"
+    batches = [[{"id": 1, "name": f"v{n}", "score": n}] for n in range(60)]
+    src = HandlerNode("src", batches)
+    sink = SqliteSink(db, "clients", key="id", schema=SCHEMA)
+    save = HandlerNode("save", sink, [src], workers=2, capacity=4)
+    await run_pipeline([src], [save], timeout=TIMEOUT)
+    assert query(db, "SELECT name, score FROM clients") == [("v59", 59.0)]
