@@ -216,7 +216,7 @@ SIDES: dict[str, Side] = {
 
 @dataclass
 class CsvResults:
-    """Interleaved runs of the two sides (the i-th of each ran back to back)."""
+    """Interleaved runs of the sides (the i-th run of each side ran in the same repeat)."""
 
     rows: int
     batch: int
@@ -227,7 +227,7 @@ class CsvResults:
         return self.rows / statistics.median(r.seconds for r in self.runs[side])
 
     def ratios(self, side: str = JUDGED) -> list[float]:
-        """The side's rows/s over the plain loop's, per repeat (each ran beside it)."""
+        """The side's rows/s over the plain loop's, per repeat."""
         pairs = zip(self.runs[side], self.runs[BASELINE], strict=True)
         return [base.seconds / ours.seconds for ours, base in pairs]
 
