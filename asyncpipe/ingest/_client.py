@@ -284,7 +284,13 @@ class IngestStream:
         getattr(request, _KIND[type(batch)]).CopyFrom(batch)
         try:
             async with self._writing:
-                await self._call.write(request)
+                try:
+                    await self._call.write(request)
+                except (asyncio.InvalidStateError, grpc.aio.AioRpcError) as error:
+                    # The call ended (its reader may not have noticed yet).
+                    raise self._failure or ConnectionError(
+                        f"the stream ended before batch {batch_id!r} was sent"
+                    ) from error
             response: pb.IngestResponse = await future
             return response
         finally:

@@ -160,6 +160,8 @@ class IngestServer:
         self._server: grpc.aio.Server | None = None
         self._health = HealthServicer()
         self._closing = False
+        #: Set when a graceful stop begins (streams stop reading new batches).
+        self.closing = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<IngestServer {self.address} ack={self.ack}>"
@@ -209,6 +211,7 @@ class IngestServer:
         if self._server is None or self._closing:
             return
         self._closing = True
+        self.closing.set()
         await self._health.enter_graceful_shutdown()
         logger.info("ingestion server %s: stopping (grace %ss)", self.address, grace)
         await self._server.stop(grace)
@@ -249,44 +252,41 @@ class IngestServer:
             )
         if self._closing:
             raise _Refused(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+        deadline = None if time_remaining is None else time.monotonic() + time_remaining
         converted = kind.convert(items)
-        if converted.rejections:
-            await self._dead_letter_invalid(kind.node, batch_id, items, converted)
         receipt: Receipt | None = None
         if converted.records:
-            receipt = await self._submit(kind.node, batch_id, converted.records, time_remaining)
+            receipt = await self._submit(kind.node, batch_id, converted.records, deadline)
         rejections = converted.rejections
-        failures: list[DeadLetter] = []
+        failure: str | None = None
         failed_items = 0
-        if receipt is not None and self.ack == "committed":
-            try:
-                await receipt
-            except PipelineAborted:
-                raise _Refused(
-                    grpc.StatusCode.UNAVAILABLE,
-                    f"the pipeline stopped before batch {batch_id!r} was stored; send it again",
-                ) from None
-            finally:
+        try:
+            # Only now that the batch is taken: a refused batch leaves no trace.
+            if converted.rejections:
+                await self._dead_letter_invalid(kind.node, batch_id, items, converted)
+            if receipt is not None and self.ack == "committed":
+                try:
+                    await receipt
+                except PipelineAborted:
+                    raise _Refused(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"the pipeline stopped before batch {batch_id!r} was stored; send it again",
+                    ) from None
+                rejections, failure, failed_items = _pipeline_outcome(receipt, converted, kind.node)
+        finally:
+            if receipt is not None:
                 assert self._slots is not None
                 self._slots.release()
-            rejections, failures, failed_items = _pipeline_outcome(receipt, converted)
-        elif receipt is not None:
-            assert self._slots is not None
-            self._slots.release()
-        if failures:
-            first = failures[0]
-            message = (
-                f"{failed_items} item(s) failed in the pipeline: node {first.node!r}: "
-                f"{first.error_type}: {first.error_message}"
-            )
+        if failure is not None:
+            message = f"{failed_items} item(s) failed in the pipeline: {failure}"
         elif self.ack == "accepted":
             message = "accepted into the pipeline (not yet stored)"
         else:
             message = "stored" if not rejections else "stored; rejections listed"
-        rejected = len(rejections) + failed_items
+        rejected = min(received, len(rejections) + failed_items)
         # One constructor call: each attribute set on a protobuf message costs a lookup.
         response = pb.IngestResponse(
-            success=not failures,
+            success=failure is None,
             message=message,
             batch_id=batch_id,
             items_received=received,
@@ -301,14 +301,15 @@ class IngestServer:
         return response
 
     async def _submit(
-        self, node: str, batch_id: str, records: list[dict[str, Any]], remaining: float | None
+        self, node: str, batch_id: str, records: list[dict[str, Any]], deadline: float | None
     ) -> Receipt:
-        """Take a slot and put the records into ``node``'s channel, within the deadline.
+        """Take a slot and put the records into ``node``'s channel before the client's
+        ``deadline`` (``time.monotonic()``) is near.
 
         Returns holding the slot (the caller releases it once answered)."""
         slots = self._slots
         assert slots is not None
-        budget = None if remaining is None else max(0.0, remaining - _REPLY_MARGIN)
+        budget = None if deadline is None else max(0.0, deadline - time.monotonic() - _REPLY_MARGIN)
         acquired = False
         try:
             async with asyncio.timeout(budget):
@@ -350,27 +351,47 @@ class IngestServer:
 
 
 def _pipeline_outcome(
-    receipt: Receipt, converted: Converted
-) -> tuple[list[tuple[int, str]], list[DeadLetter], int]:
-    """The batch's rejections (validation + by pipeline nodes, mapped back to request
-    indices), the whole-message failures, and how many items those failures cost."""
-    if not receipt.dead_letters:  # the usual case: nothing failed in the pipeline
-        return converted.rejections, [], 0  # already in index order
+    receipt: Receipt, converted: Converted, ingress: str
+) -> tuple[list[tuple[int, str]], str | None, int]:
+    """The batch's rejections (the intake's, then the pipeline nodes'), what failed as a
+    whole (None: nothing), and how many items that cost.
+
+    A rejection by the node the batch was submitted to carries a position in the
+    submitted records, mapped back to the request; a node further down sees messages of
+    its own shape, so its rejections are listed with index -1.
+    """
+    skipped = receipt.items[Outcome.SKIPPED]
+    if not receipt.dead_letters and not skipped:  # the usual case: nothing failed
+        return converted.rejections, None, 0  # already in index order
     rejections = list(converted.rejections)
+    listed: set[tuple[int, str]] = set()  # a fan-out may report one item twice
     failures: list[DeadLetter] = []
     indices = converted.indices
-    mapped = 0
+    rejected_letters = 0
     for letter in receipt.dead_letters:
-        index = letter.index
-        if letter.error_type == "Rejected" and index is not None and 0 <= index < len(indices):
-            rejections.append((indices[index], f"{letter.node}: {letter.error_message}"))
-            mapped += 1
-        elif letter.error_type != "Rejected":
+        if letter.error_type != "Rejected":
             failures.append(letter)
-    lost = receipt.items[Outcome.DEAD_LETTERED] - mapped + receipt.items[Outcome.SKIPPED]
-    failed_items = min(max(lost, 0), len(converted.records) - mapped) if failures else 0
+            continue
+        rejected_letters += 1
+        index = letter.index
+        if letter.node == ingress and index is not None and 0 <= index < len(indices):
+            entry = (indices[index], f"{letter.node}: {letter.error_message}")
+        else:
+            entry = (-1, f"{letter.node}: {letter.error_message}")
+        if entry not in listed:
+            listed.add(entry)
+            rejections.append(entry)
     rejections.sort()
-    return rejections, failures, failed_items
+    if not failures and not skipped:
+        return rejections, None, 0
+    lost = receipt.items[Outcome.DEAD_LETTERED] - rejected_letters + skipped
+    failed_items = max(0, min(lost, len(converted.records) - len(listed)))
+    if failures:
+        first = failures[0]
+        failure = f"node {first.node!r}: {first.error_type}: {first.error_message}"
+    else:
+        failure = "dropped under on_error='skip'"
+    return rejections, failure, failed_items
 
 
 def _item_text(item: Any) -> str:
@@ -422,8 +443,22 @@ class _Servicer(pb_grpc.IngestionServiceServicer):
             finally:
                 window.release()
 
+        requests = aiter(request_iterator)
+        closing = asyncio.ensure_future(server.closing.wait())
         try:
-            async for request in request_iterator:
+            while True:
+                # Stop reading when the server stops: the batches already read are
+                # answered, the client sends the rest elsewhere (a stream would otherwise
+                # hold a graceful stop for its whole grace period).
+                following = asyncio.ensure_future(anext(requests))
+                await asyncio.wait([following, closing], return_when=asyncio.FIRST_COMPLETED)
+                if not following.done():
+                    following.cancel()
+                    break
+                try:
+                    request = following.result()
+                except StopAsyncIteration:
+                    break
                 await window.acquire()
                 task = asyncio.create_task(answer(request))
                 answering.add(task)
@@ -433,6 +468,7 @@ class _Servicer(pb_grpc.IngestionServiceServicer):
                 for task in done:
                     task.result()  # a failed write ends the call
         finally:
+            closing.cancel()
             for task in answering:
                 task.cancel()
 

@@ -39,18 +39,23 @@ SCHEMAS: dict[str, tuple[str, dict[str, str]]] = {
 
 
 def bank_pipeline(
-    db: str | os.PathLike[str], *, stage: Any = None, **executor_options: Any
+    db: str | os.PathLike[str],
+    *,
+    stage: Any = None,
+    on_error: str = "dead_letter",
+    **executor_options: Any,
 ) -> PipelineExecutor:
     """clients / transactions / scores ingress nodes, each upserted into its table.
 
-    ``stage``, if given, is a handler put between the transactions ingress and its sink.
+    ``stage``, if given, is a handler (with the ``on_error`` policy) put between the
+    transactions ingress and its sink.
     """
     producers, consumers = [], []
     for kind, (key, schema) in SCHEMAS.items():
         upstream = ingress = HandlerNode(kind)
         producers.append(ingress)
         if kind == "transactions" and stage is not None:
-            upstream = HandlerNode("stage", stage, [ingress])
+            upstream = HandlerNode("stage", stage, [ingress], on_error=on_error)
             consumers.append(upstream)
         sink = SqliteSink(db, kind, key=key, schema=schema)
         consumers.append(HandlerNode(f"store_{kind}", sink, [upstream]))

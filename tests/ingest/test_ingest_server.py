@@ -208,7 +208,8 @@ async def test_items_rejected_inside_the_pipeline_are_reported_by_request_index(
     items[0]["currency"] = "???"  # refused by the server: shifts the pipeline's indices
     items[2]["amount"] = 900.0
     db = tmp_path / "bank.db"
-    async with serving(bank_pipeline(db, stage=no_big_amounts)) as served:
+    # Submitted straight to the rejecting node: its indices map back to the request.
+    async with serving(bank_pipeline(db, stage=no_big_amounts), transactions="stage") as served:
         reply = await served.client.send_transactions(items, batch_id="x")
     assert (reply.success, reply.items_processed, reply.items_rejected) == (True, 2, 2)
     assert [(r.index, r.reason) for r in reply.rejections] == [
@@ -216,6 +217,12 @@ async def test_items_rejected_inside_the_pipeline_are_reported_by_request_index(
         (2, "stage: amount 900.0 needs review"),
     ]
     assert rows(db, "SELECT id FROM transactions ORDER BY id") == [(2,), (4,)]
+
+    # A node further down sees messages of its own making: listed, without a position.
+    async with serving(bank_pipeline(tmp_path / "2.db", stage=no_big_amounts)) as served:
+        reply = await served.client.send_transactions(items, batch_id="y")
+    assert (reply.success, reply.items_processed, reply.items_rejected) == (True, 2, 2)
+    assert [r.index for r in reply.rejections] == [-1, 0]
 
 
 async def test_a_batch_failing_in_the_pipeline_is_not_a_success(tmp_path: Path) -> None:
@@ -230,6 +237,52 @@ async def test_a_batch_failing_in_the_pipeline_is_not_a_success(tmp_path: Path) 
     assert reply.message == (
         "3 item(s) failed in the pipeline: node 'stage': RuntimeError: classifier is down"
     )
+
+
+async def test_a_batch_dropped_under_the_skip_policy_is_not_a_success(tmp_path: Path) -> None:
+    def broken(batch: list[dict[str, Any]]) -> None:
+        raise RuntimeError("flaky")
+
+    db = tmp_path / "bank.db"
+    executor = bank_pipeline(db, stage=broken, on_error="skip")
+    async with serving(executor) as served:
+        reply = await served.client.send_transactions(transactions(5), batch_id="s")
+    assert not reply.success
+    assert (reply.items_processed, reply.items_rejected) == (0, 5)
+    assert "skip" in reply.message
+    assert count(db, "transactions") == 0
+
+
+async def test_a_refused_batch_leaves_no_dead_letters(tmp_path: Path) -> None:
+    gate = Gate()
+    items = transactions(3)
+    items[1]["currency"] = "XYZ"
+    executor = bank_pipeline(tmp_path / "bank.db", stage=gate)
+    async with serving(executor, max_in_flight=1, client_options={"retries": 0}) as served:
+        held = asyncio.create_task(served.client.send_transactions(transactions(1, 100)))
+        await gate.arrived.wait()
+        for _ in range(2):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await served.client.send_transactions(items, batch_id="r", timeout=0.2)
+        assert served.executor.dead_letters == []  # refused: nothing of it was taken
+        gate.open.set()
+        await held
+        reply = await served.client.send_transactions(items, batch_id="r")
+    assert reply.items_rejected == 1
+    assert [d.index for d in served.executor.dead_letters] == [1]
+
+
+async def test_graceful_stop_does_not_wait_for_an_open_stream(tmp_path: Path) -> None:
+    async with serving(bank_pipeline(tmp_path / "bank.db")) as served:
+        async with served.client.stream() as stream:
+            reply = await stream.send(transaction_batch(transactions(2), "s1"))
+            assert reply.success
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await served.server.stop(grace=10)
+            assert loop.time() - started < 5  # not the grace period: the stream was ended
+            with pytest.raises((ConnectionError, grpc.aio.AioRpcError)):
+                await stream.send(transaction_batch(transactions(2, 10), "s2"))
 
 
 async def test_a_kind_without_a_node_is_unimplemented(tmp_path: Path) -> None:
