@@ -66,8 +66,9 @@ class BaseHandler:
     def finish(self) -> Any:
         """Called once, after the last message, when every input has ended (not for
         ``cpu=True`` nodes, whose state lives in the workers). Return a last message to
-        emit, or None (``async def`` or plain); an ``async def`` generator may yield
-        several. Its failure is handled like a message's (dead-lettered by default)."""
+        emit, or None (``async def`` or plain); a generator (of either kind) may yield
+        several. What a sink's ``finish()`` returns goes nowhere. Its failure is handled
+        like a message's (dead-lettered by default)."""
         return None
 
 

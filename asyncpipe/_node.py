@@ -113,6 +113,10 @@ class NodeRuntime:
                 async for item in result:
                     await self.emit(item, None)
                 return
+            if inspect.isgenerator(result):
+                for item in result:
+                    await self.emit(item, None)
+                return
             if inspect.isawaitable(result):
                 result = await result
             if result is not None and not self.terminal:

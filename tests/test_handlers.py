@@ -402,3 +402,18 @@ async def test_an_async_generator_finish_emits_several_and_a_failing_one_is_dead
     assert sink.items == ["first", "second"]
     [letter] = executor.dead_letters
     assert (letter.node, letter.error_message, letter.payload) == ("broken", "cannot flush", None)
+
+
+async def test_a_plain_generator_finish_emits_each_item() -> None:
+    class Pairs(BaseHandler):
+        def handle(self, data: int) -> None:
+            return None
+
+        def finish(self) -> Any:
+            yield from ("a", "b")
+
+    sink = CollectingSink()
+    src = HandlerNode("numbers", list_source([1]))
+    pairs = HandlerNode("pairs", Pairs(), [src])
+    await run_pipeline([src], [pairs, HandlerNode("sink", sink, [pairs])], timeout=10)
+    assert sink.items == ["a", "b"]

@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     with console.status("training the risk model..."):
         model = train(scale.seed)
-    reset_outputs(config)
+    reset_outputs(config, inputs_changed=made)
     executor = build_pipeline(config, model)
     mermaid = executor.to_mermaid()
     (config.out / "pipeline.mmd").write_text(mermaid + "\n")
@@ -194,6 +194,7 @@ async def _run(
                     clients="normalize",
                     transactions="classify",
                     scores="scores",
+                    currencies=config.rates,  # what the converter knows, --rate included
                 )
 
                 def ready(server: IngestServer) -> None:

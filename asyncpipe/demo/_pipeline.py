@@ -111,10 +111,14 @@ class DemoConfig:
         return self.workdir / "input" / "bank.db"
 
 
-def reset_outputs(config: DemoConfig) -> None:
+def reset_outputs(config: DemoConfig, *, inputs_changed: bool = False) -> None:
     """Every run recomputes from all inputs: forget what the last run fed and wrote
-    beside the upserted tables (inbox manifests, the classified file, dead letters)."""
+    beside the upserted tables (inbox manifests, the classified file, dead letters); when
+    the inputs were made anew (another seed or scale), the whole results database."""
     config.out.mkdir(parents=True, exist_ok=True)
+    if inputs_changed:
+        for suffix in ("", "-wal", "-shm"):
+            (config.out / f"results.db{suffix}").unlink(missing_ok=True)
     for stale in [
         *config.out.glob(".inbox-manifest-*"),
         config.out / "classified_transactions.csv",

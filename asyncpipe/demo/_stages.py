@@ -119,7 +119,7 @@ class Aggregator(BaseHandler):
         self.metrics_every = metrics_every
         self.clients: dict[int, ClientState] = {}
         self.scores: dict[str, dict[str, Any]] = {}  # by CPF
-        self.client_of_cpf: dict[str, int] = {}
+        self.clients_of_cpf: dict[str, set[int]] = {}  # a CPF may be on several clients
         self.seen: set[int] = set()
         self.totals = Totals()
         self._metrics_at = time.monotonic()
@@ -144,13 +144,14 @@ class Aggregator(BaseHandler):
         elif batch and "score" in batch[0]:
             for score in batch:
                 self.scores[score["cpf"]] = score
-                client_id = self.client_of_cpf.get(score["cpf"])
-                if client_id is not None:
-                    changed.add(client_id)
+                changed.update(self.clients_of_cpf.get(score["cpf"], ()))
         else:
             for client in batch:
-                self._state(client["id"]).client = client
-                self.client_of_cpf[client["cpf"]] = client["id"]
+                state = self._state(client["id"])
+                if state.client is not None:  # a client sent again: its CPF may change
+                    self.clients_of_cpf[state.client["cpf"]].discard(client["id"])
+                state.client = client
+                self.clients_of_cpf.setdefault(client["cpf"], set()).add(client["id"])
                 changed.add(client["id"])
         rows = self._profiles(changed)
         if rows:
