@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from rich.console import Console
 
 from asyncpipe import run
 
-from ._load import Plan, Sample, run_level
+from ._load import Plan, Sample, check_plan, new_run_base, run_level
 from ._report import check_integrity, summarise, table, write
 from ._server import DemoServer
 
@@ -94,6 +95,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--requests must be >= 1")
     if args.target and not args.target.startswith(("127.", "localhost:", "[::1]:")):
         parser.error("--target: this tool only sends to loopback (127.0.0.1, localhost)")
+    try:
+        check_plan(len(args.levels), max(args.levels), args.batch_size)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         args.out = Path("loadtest-results") / stamp
@@ -109,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     target, database = args.target, args.results_db
     all_samples: list[Sample] = []
     levels = []
+    run_base = new_run_base()
     try:
         if target is None:
             server = DemoServer(workdir)
@@ -119,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for index, clients in enumerate(args.levels):
             plan = Plan(
                 target=target,
+                run_base=run_base,
                 level=index,
                 clients=clients,
                 batch_size=args.batch_size,
@@ -144,7 +151,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             code, err = run(server.stop())
             if code != 0:
                 console.print(f"[red]the demo server exited with {code}[/]\n{err[-2000:]}")
-    integrity = check_integrity(database, all_samples) if levels else None
+    integrity = (
+        check_integrity(database, all_samples, run_base, drained=server is not None)
+        if levels
+        else None
+    )
+    if server is not None and args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)  # the temporary one we made
     if integrity is None:
         return 1
     table(levels, integrity, console)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import random
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,11 +27,12 @@ from asyncpipe import run
 from asyncpipe.ingest import IngestClient, IngestStream
 from asyncpipe.ingest.v1 import ingest_pb2 as pb
 
-__all__ = ["BASE_ID", "Plan", "Sample", "run_level"]
+__all__ = ["BASE_ID", "RUN_SPAN", "Plan", "Sample", "new_run_base", "run_level"]
 
 BASE_ID = 1_000_000_000_000  # far above any id the demo generates
-_LEVEL_SPAN = 10**9
-_CLIENT_SPAN = 10**7
+RUN_SPAN = 10**11  # ids of one run: [run_base, run_base + RUN_SPAN)
+_LEVEL_SPAN = 10**9  # up to 100 levels per run
+_CLIENT_SPAN = 10**7  # up to 100 clients per level, 10**7 items per client
 _ERROR_PAUSE = 0.05  # seconds a client waits after a failed call before the next one
 
 
@@ -51,6 +53,7 @@ class Sample(NamedTuple):
 @dataclass(frozen=True)
 class Plan:
     target: str
+    run_base: int  # first id of this run (see new_run_base)
     level: int  # index of the level in the sweep
     clients: int
     batch_size: int
@@ -60,6 +63,20 @@ class Plan:
     requests: int | None  # per client (measured), instead of running for `duration`
     timeout: float  # per call
     procs: int
+
+
+def new_run_base() -> int:
+    """A random block of ids for one run, so that rows a server kept from an earlier run
+    cannot stand in for this run's (int64 ids: up to 9 * 10**6 blocks above BASE_ID)."""
+    return BASE_ID + random.randrange(9 * 10**6) * RUN_SPAN
+
+
+def check_plan(levels: int, clients: int, batch_size: int) -> None:
+    """Raise ValueError when a run would not fit in its block of ids."""
+    if levels > RUN_SPAN // _LEVEL_SPAN or clients > _LEVEL_SPAN // _CLIENT_SPAN:
+        raise ValueError("at most 100 levels and 100 clients per level")
+    if batch_size > _CLIENT_SPAN // 1000:
+        raise ValueError(f"--batch-size at most {_CLIENT_SPAN // 1000}")
 
 
 def run_level(plan: Plan) -> list[Sample]:
@@ -96,7 +113,7 @@ async def _client(plan: Plan, index: int, samples: list[Sample]) -> None:
     end = warm_until + plan.duration
     hard_end = end + plan.timeout  # however slow the first reply, the client stops here
     batch = _template(plan.batch_size, index)
-    first_id = BASE_ID + plan.level * _LEVEL_SPAN + index * _CLIENT_SPAN
+    first_id = plan.run_base + plan.level * _LEVEL_SPAN + index * _CLIENT_SPAN
     measured = 0
     async with contextlib.AsyncExitStack() as stack:
         client = await stack.enter_async_context(

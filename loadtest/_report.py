@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sqlite3
 import statistics
 from collections import Counter
@@ -15,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ._load import BASE_ID, Sample
+from ._load import RUN_SPAN, Sample
 
 __all__ = ["SEED_MEAN_RTT", "Integrity", "LevelResult", "check_integrity", "summarise", "write"]
 
@@ -40,10 +41,12 @@ class LevelResult:
 
 
 def _percentile(values: list[float], fraction: float) -> float | None:
+    """The nearest-rank percentile: the smallest value with ``fraction`` of the values at
+    or below it."""
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def summarise(clients: int, samples: Sequence[Sample]) -> LevelResult:
@@ -103,7 +106,11 @@ class Integrity:
         return not self.checked or (self.lost == 0 and self.duplicated == 0)
 
 
-def check_integrity(database: Path | None, samples: Sequence[Sample]) -> Integrity:
+def check_integrity(
+    database: Path | None, samples: Sequence[Sample], run_base: int, *, drained: bool
+) -> Integrity:
+    """This run's acknowledged ids against the database. ``drained``: the server has
+    stopped, so its aggregate is final and must count every stored transaction once."""
     if database is None:
         return Integrity(False, notes=["no results database given: integrity not checked"])
     acked: set[int] = set()
@@ -113,20 +120,45 @@ def check_integrity(database: Path | None, samples: Sequence[Sample]) -> Integri
     conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
         stored = [
-            row[0] for row in conn.execute("SELECT id FROM transactions WHERE id >= ?", (BASE_ID,))
+            row[0]
+            for row in conn.execute(
+                "SELECT id FROM transactions WHERE id >= ? AND id < ?",
+                (run_base, run_base + RUN_SPAN),
+            )
         ]
+        all_rows = conn.execute("SELECT count(*) FROM transactions").fetchone()[0]
+        counted = _aggregate_count(conn)
     finally:
         conn.close()
     counts = Counter(stored)
     present = set(counts)
-    return Integrity(
+    integrity = Integrity(
         True,
         acknowledged=len(acked),
         lost=len(acked - present),
+        # The table's key makes a second row per id impossible; an item counted twice
+        # would show in the pipeline's own aggregate instead.
         duplicated=sum(n - 1 for n in counts.values() if n > 1),
         unacknowledged_stored=len(present - acked),
         database=str(database),
     )
+    if drained and counted is not None:
+        integrity.duplicated += max(0, counted - all_rows)
+        integrity.lost += max(0, all_rows - counted)
+        integrity.notes.append(
+            f"the pipeline's aggregate counted {counted:,} transactions; "
+            f"{all_rows:,} rows are stored"
+        )
+    return integrity
+
+
+def _aggregate_count(conn: sqlite3.Connection) -> int | None:
+    """The demo aggregator's own count of the transactions it took (its ``metrics``)."""
+    try:
+        row = conn.execute("SELECT value FROM metrics WHERE name = 'transactions'").fetchone()
+    except sqlite3.OperationalError:  # not the demo's database
+        return None
+    return None if row is None else int(json.loads(row[0]))
 
 
 def table(levels: Sequence[LevelResult], integrity: Integrity, console: Console) -> None:

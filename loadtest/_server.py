@@ -23,6 +23,9 @@ class DemoServer:
     def __init__(self, workdir: Path, extra: list[str] | None = None) -> None:
         self.workdir = workdir
         self.address = ""
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "server.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()/kill()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -46,7 +49,9 @@ class DemoServer:
                 *(extra or []),
             ],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            # Its log goes to a file: a pipe nobody reads during the sweep could fill up
+            # and block the server.
+            stderr=self._log,
             text=True,
         )
 
@@ -61,8 +66,10 @@ class DemoServer:
             while not self.address:
                 line = await asyncio.to_thread(self.proc.stdout.readline)
                 if not line:
-                    _, err = await asyncio.to_thread(self.proc.communicate)
-                    raise RuntimeError(f"the demo server exited before serving:\n{err}")
+                    await asyncio.to_thread(self.proc.wait)
+                    raise RuntimeError(
+                        f"the demo server exited before serving:\n{self._log_tail()}"
+                    )
                 found = re.search(r"gRPC on (127\.0\.0\.1:\d+)", line)
                 if found:
                     self.address = found.group(1)
@@ -73,17 +80,24 @@ class DemoServer:
         return self.address
 
     async def stop(self) -> tuple[int, str]:
-        """SIGINT (drain, then exit); its exit code and what it wrote to stderr."""
+        """SIGINT (drain, then exit); its exit code and the end of its log."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
-            _, err = await asyncio.to_thread(self.proc.communicate, timeout=_STOP_TIMEOUT)
+            await asyncio.to_thread(self.proc.communicate, timeout=_STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = await asyncio.to_thread(self.proc.communicate)
-        return self.proc.returncode, err
+            await asyncio.to_thread(self.proc.communicate)
+        self._log.close()
+        return self.proc.returncode, self._log_tail()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
+        self._log.close()
+
+    def _log_tail(self, size: int = 3000) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")[-size:]
