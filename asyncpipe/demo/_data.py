@@ -43,6 +43,9 @@ _CATEGORY_WEIGHTS = (22, 14, 5, 6, 8, 8, 15, 12, 5, 5)  # in CATEGORIES order
 _CUMULATIVE_WEIGHTS = list(itertools.accumulate(_CATEGORY_WEIGHTS))
 TXT_FIELDS = ("id", "client_id", "date", "amount", "currency", "description")
 SCORE_FIELDS = ("cpf", "score", "monthly_income", "credit_limit", "updated_at")
+#: The typed columns of the inbox files (the rest stay text).
+TXT_TYPES = {"id": int, "client_id": int, "amount": float}
+SCORE_TYPES = {"score": int, "monthly_income": float, "credit_limit": float}
 INBOX_TXT_FILES = 4
 INBOX_CSV_FILES = 2
 TIMER_RUNS = 5

@@ -21,7 +21,7 @@ from ..connectors import (
     TextSource,
     TimerTrigger,
 )
-from ._data import TIMER_RUNS, TXT_FIELDS, Scale, inbox_path
+from ._data import SCORE_TYPES, TIMER_RUNS, TXT_FIELDS, TXT_TYPES, Scale, inbox_path
 from ._domain import RATES
 from ._model import RiskModel
 from ._stages import (
@@ -139,7 +139,7 @@ def _read_txt(path: Path) -> TextSource:
         BATCH,
         delimiter="|",
         header=True,
-        types={"id": int, "client_id": int, "amount": float},
+        types=TXT_TYPES,
         strip=True,
     )
 
@@ -148,7 +148,7 @@ def _read_scores(path: Path) -> CsvSource:
     return CsvSource(
         path,
         BATCH,
-        types={"score": int, "monthly_income": float, "credit_limit": float},
+        types=SCORE_TYPES,
     )
 
 

@@ -14,13 +14,13 @@ import json
 import math
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..ingest import cpf_digits
-from ._data import SCORE_FIELDS, TXT_FIELDS, inbox_path, timer_batch
+from ._data import SCORE_FIELDS, SCORE_TYPES, TXT_FIELDS, TXT_TYPES, inbox_path, timer_batch
 from ._domain import (
     ClientState,
     Totals,
@@ -129,58 +129,51 @@ def compute(config: DemoConfig, model: bytes) -> Expected:
     return expected
 
 
-def _split_txt(line: str) -> list[str]:
-    return [field.strip() for field in line.strip().split("|")]
-
-
 def _inbox_transactions(config: DemoConfig, dead: Counter[str]) -> Iterator[dict[str, Any]]:
-    for path in sorted(inbox_path(config.workdir).glob("*.txt")):
-        if path.name.startswith("."):
-            continue
+    for path in _inbox_files(config, "*.txt"):
         lines = path.read_text(encoding="utf-8").splitlines()
-        names = _split_txt(lines[0])
-        for line in lines[1:]:
-            if not line.strip():
-                continue
-            fields = _split_txt(line)
-            if len(fields) != len(names):
-                dead["inbox_transactions"] += 1
-                continue
-            record: dict[str, Any] = dict(zip(names, fields, strict=True))
-            try:
-                for column, kind in (("id", int), ("client_id", int), ("amount", float)):
-                    record[column] = kind(record[column]) if record[column] else None
-            except ValueError:
-                dead["inbox_transactions"] += 1
-                continue
-            yield {name: record[name] for name in TXT_FIELDS}
+        rows = ([f.strip() for f in line.strip().split("|")] for line in lines if line.strip())
+        yield from _typed(rows, TXT_TYPES, TXT_FIELDS, dead, "inbox_transactions")
 
 
 def _inbox_scores(config: DemoConfig, dead: Counter[str]) -> Iterator[dict[str, Any]]:
-    for path in sorted(inbox_path(config.workdir).glob("*.csv")):
-        if path.name.startswith("."):
-            continue
+    for path in _inbox_files(config, "*.csv"):
         with open(path, newline="", encoding="utf-8") as file:
-            rows = csv.reader(file)
-            names = next(rows)
-            for fields in rows:
-                if not fields:
-                    continue
-                if len(fields) != len(names):
-                    dead["inbox_scores"] += 1
-                    continue
-                record: dict[str, Any] = dict(zip(names, fields, strict=True))
-                try:
-                    for column, kind in (
-                        ("score", int),
-                        ("monthly_income", float),
-                        ("credit_limit", float),
-                    ):
-                        record[column] = kind(record[column]) if record[column] else None
-                except ValueError:
-                    dead["inbox_scores"] += 1
-                    continue
-                yield {name: record[name] for name in SCORE_FIELDS}
+            rows = (fields for fields in csv.reader(file) if fields)
+            yield from _typed(rows, SCORE_TYPES, SCORE_FIELDS, dead, "inbox_scores")
+
+
+def _inbox_files(config: DemoConfig, pattern: str) -> list[Path]:
+    """The inbox's files the watcher would feed (dot-files are never fed)."""
+    files = inbox_path(config.workdir).glob(pattern)
+    return sorted(path for path in files if not path.name.startswith("."))
+
+
+def _typed(
+    rows: Iterator[list[str]],
+    types: Mapping[str, Callable[[str], Any]],
+    fields: Sequence[str],
+    dead: Counter[str],
+    node: str,
+) -> Iterator[dict[str, Any]]:
+    """Records from a header row and data rows, as the text sources make them: a row with
+    the wrong number of fields, or a typed field that does not convert, is a dead letter;
+    an empty typed field is None."""
+    names = next(rows, None)
+    if names is None:
+        return
+    for values in rows:
+        if len(values) != len(names):
+            dead[node] += 1
+            continue
+        record: dict[str, Any] = dict(zip(names, values, strict=True))
+        try:
+            for column, kind in types.items():
+                record[column] = kind(record[column]) if record[column] else None
+        except ValueError:
+            dead[node] += 1
+            continue
+        yield {name: record[name] for name in fields}
 
 
 def compare(results: Path, expected: Expected, *, limit: int = 20) -> list[str]:

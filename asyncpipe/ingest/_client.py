@@ -49,7 +49,15 @@ RETRYABLE = frozenset(
 Batch = pb.ClientBatch | pb.TransactionBatch | pb.ScoreBatch
 M = TypeVar("M", bound=Message)
 
+B = TypeVar("B", pb.ClientBatch, pb.TransactionBatch, pb.ScoreBatch)
+
 _KIND = {pb.ClientBatch: "clients", pb.TransactionBatch: "transactions", pb.ScoreBatch: "scores"}
+#: The items of each kind of batch (in its repeated field named after the kind).
+_ITEM_TYPE: dict[type[Any], type[Message]] = {
+    pb.ClientBatch: pb.Client,
+    pb.TransactionBatch: pb.Transaction,
+    pb.ScoreBatch: pb.Score,
+}
 
 
 def _message(cls: type[M], item: M | Mapping[str, Any]) -> M:
@@ -64,37 +72,34 @@ def new_batch_id() -> str:
     return uuid.uuid4().hex
 
 
+def _batch(batch_type: type[B], items: Iterable[Any], batch_id: str | None) -> B:
+    """A batch of ``batch_type`` with a fresh id (unless given) and the emission time."""
+    item_type = _ITEM_TYPE[batch_type]
+    batch = batch_type(batch_id=batch_id or new_batch_id())
+    getattr(batch, _KIND[batch_type]).extend(_message(item_type, item) for item in items)
+    batch.emitted_at.GetCurrentTime()
+    return batch
+
+
 def transaction_batch(
     items: Iterable[pb.Transaction | Mapping[str, Any]], batch_id: str | None = None
 ) -> pb.TransactionBatch:
     """A ``TransactionBatch`` of messages or mappings (a None value means "not set")."""
-    batch = pb.TransactionBatch(
-        batch_id=batch_id or new_batch_id(),
-        transactions=[_message(pb.Transaction, item) for item in items],
-    )
-    batch.emitted_at.GetCurrentTime()
-    return batch
+    return _batch(pb.TransactionBatch, items, batch_id)
 
 
 def client_batch(
     items: Iterable[pb.Client | Mapping[str, Any]], batch_id: str | None = None
 ) -> pb.ClientBatch:
-    batch = pb.ClientBatch(
-        batch_id=batch_id or new_batch_id(),
-        clients=[_message(pb.Client, item) for item in items],
-    )
-    batch.emitted_at.GetCurrentTime()
-    return batch
+    """A ``ClientBatch`` of messages or mappings."""
+    return _batch(pb.ClientBatch, items, batch_id)
 
 
 def score_batch(
     items: Iterable[pb.Score | Mapping[str, Any]], batch_id: str | None = None
 ) -> pb.ScoreBatch:
-    batch = pb.ScoreBatch(
-        batch_id=batch_id or new_batch_id(), scores=[_message(pb.Score, item) for item in items]
-    )
-    batch.emitted_at.GetCurrentTime()
-    return batch
+    """A ``ScoreBatch`` of messages or mappings."""
+    return _batch(pb.ScoreBatch, items, batch_id)
 
 
 class IngestClient:

@@ -159,8 +159,7 @@ class IngestServer:
         self._slots: asyncio.Semaphore | None = None
         self._server: grpc.aio.Server | None = None
         self._health = HealthServicer()
-        self._closing = False
-        #: Set when a graceful stop begins (streams stop reading new batches).
+        #: Set when a graceful stop begins: new batches are refused, streams stop reading.
         self.closing = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -194,9 +193,10 @@ class IngestServer:
             ),
             server,
         )
-        self.port = server.add_insecure_port(f"{self.host}:{self.port}")
-        if self.port == 0:
-            raise OSError(f"IngestServer: cannot listen on {self.host}:{self.port}")
+        bound = server.add_insecure_port(self.address)
+        if bound == 0:
+            raise OSError(f"IngestServer: cannot listen on {self.address}")
+        self.port = bound
         await server.start()
         self._server = server
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
@@ -208,9 +208,8 @@ class IngestServer:
         are answered from their receipts (for up to ``grace`` seconds, then cancelled).
 
         The pipeline keeps running: stop it afterwards, so nothing answered is lost."""
-        if self._server is None or self._closing:
+        if self._server is None or self.closing.is_set():
             return
-        self._closing = True
         self.closing.set()
         await self._health.enter_graceful_shutdown()
         logger.info("ingestion server %s: stopping (grace %ss)", self.address, grace)
@@ -250,7 +249,7 @@ class IngestServer:
                 f"batch {batch_id!r} has {received} {kind_name}; "
                 f"the limit is {self.max_batch_items}",
             )
-        if self._closing:
+        if self.closing.is_set():
             raise _Refused(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         deadline = None if time_remaining is None else time.monotonic() + time_remaining
         converted = kind.convert(items)
