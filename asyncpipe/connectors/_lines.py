@@ -1,6 +1,6 @@
 """Reading a text file as numbered lines, a chunk at a time, without blocking the loop.
 
-Files are read with ``aiofiles`` in binary chunks (default 256 KiB). A chunk is cut after its
+Files are read in a thread in binary chunks (default 256 KiB). A chunk is cut after its
 last ``\\n``; the tail waits for the next chunk, so a line is never split (a line longer
 than a chunk just takes several reads). Each cut is decoded in one call; when that fails,
 the cut is decoded line by line and every undecodable line becomes a dead letter
@@ -13,6 +13,7 @@ always a line break. A UTF-8 byte-order mark at the start of the file is skipped
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import io
 import os
@@ -20,8 +21,7 @@ from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-import aiofiles
-
+from ._files import opened
 from ._reject import reject_item
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "Segment", "check_chunk_size", "check_encoding", "read_segments"]
@@ -111,11 +111,12 @@ def _segments_of(
 
 async def _cuts(path: str | os.PathLike[str], chunk_size: int) -> AsyncGenerator[bytes, None]:
     """The file's bytes in pieces that end just after a ``\\n`` (the last one may not)."""
-    async with aiofiles.open(path, "rb") as file:
+    loop = asyncio.get_running_loop()
+    async with opened(path, "rb") as file:
         tail = b""
         first = True
         while True:
-            data = await file.read(chunk_size)
+            data = await loop.run_in_executor(None, file.read, chunk_size)
             if first:
                 first = False
                 if data.startswith(_BOM):

@@ -9,6 +9,7 @@ it fed again.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
@@ -16,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import aiofiles
+from ._files import opened
 
 __all__ = ["Manifest"]
 
@@ -40,8 +41,9 @@ class Manifest:
         """Read the manifest (replacing what is in memory); a missing file is empty."""
         entries: dict[str, dict[str, Any]] = {}
         try:
-            async with aiofiles.open(self.path, encoding="utf-8", errors="replace") as file:
-                text = await file.read()  # one short line per file fed: small
+            async with opened(self.path, "r", encoding="utf-8", errors="replace") as file:
+                # One short line per file fed: small.
+                text = await asyncio.get_running_loop().run_in_executor(None, file.read)
         except FileNotFoundError:
             text = ""
         for number, line in enumerate(text.splitlines(), start=1):
