@@ -1,17 +1,16 @@
 """Files in a thread: opening one safely from a coroutine, and appending to one from a sink.
 
-:func:`opened` opens and closes a file in the loop's default executor and stays correct when
-the coroutine using it is cancelled. (``aiofiles``' context manager does not: a cancellation
-that arrives while its close is still queued in the executor cancels the close, and the file
-is left open until the garbage collector finds it.)
-
-Appending to a text file from a sink: open, recover from an interrupted write, flush.
+Every blocking file call runs in the loop's default executor, and stays correct when the
+coroutine waiting for it is cancelled: an open that goes ahead anyway is closed, and a
+close is never withdrawn. (``aiofiles``' context manager does not ensure that: cancelled
+while its close is still queued in the executor, it withdraws the close, and the file stays
+open until the garbage collector finds it.)
 
 A sink appends whole batches with one ``write`` and then flushes (and optionally fsyncs),
-so a batch is in the operating system's hands before the handler returns and its
-receipts resolve. If the process died in the middle of a write, the file ends with a
-partial line: on open, that partial line is cut off (it belonged to a batch that was never
-acknowledged, so it will be delivered again), and a warning is logged.
+all in one hand-off to a thread, so a batch is in the operating system's hands before the
+handler returns and its receipts resolve. If the process died in the middle of a write,
+the file ends with a partial line: on open, that partial line is cut off (it belonged to a
+batch that was never acknowledged, so it will be delivered again), and a warning is logged.
 """
 
 from __future__ import annotations
@@ -20,12 +19,10 @@ import asyncio
 import functools
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import IO, Any
-
-import aiofiles
-import aiofiles.os
 
 __all__ = ["AppendingFile", "opened"]
 
@@ -34,24 +31,33 @@ logger = logging.getLogger(__name__)
 _SCAN = 64 * 1024  # bytes read at a time looking for the first or last line break
 
 
-@asynccontextmanager
-async def opened(path: str | os.PathLike[str], mode: str, **kwargs: Any) -> AsyncIterator[IO[Any]]:
-    """``open(path, mode, **kwargs)`` in a thread; the file is closed on leaving, in a thread,
-    also when the caller is cancelled at any point (a queued open or close is never
-    withdrawn). Do the file's blocking calls with ``loop.run_in_executor``."""
-    loop = asyncio.get_running_loop()
-    opening: asyncio.Future[IO[Any]] = loop.run_in_executor(
+async def open_in_thread(path: str | os.PathLike[str], mode: str, **kwargs: Any) -> IO[Any]:
+    """``open(path, mode, **kwargs)`` in a thread. If the caller is cancelled meanwhile, the
+    open still goes ahead and the file is closed at once."""
+    opening: asyncio.Future[IO[Any]] = asyncio.get_running_loop().run_in_executor(
         None, functools.partial(open, path, mode, **kwargs)
     )
     try:
-        file = await asyncio.shield(opening)
+        return await asyncio.shield(opening)
     except asyncio.CancelledError:
-        opening.add_done_callback(_close_if_opened)  # the open itself still goes ahead
+        opening.add_done_callback(_close_if_opened)
         raise
+
+
+async def close_in_thread(close: Any) -> None:
+    """Call ``close()`` in a thread; a cancelled caller does not withdraw it."""
+    await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, close))
+
+
+@asynccontextmanager
+async def opened(path: str | os.PathLike[str], mode: str, **kwargs: Any) -> AsyncIterator[IO[Any]]:
+    """``open(path, mode, **kwargs)`` in a thread, closed in a thread on leaving, whenever
+    the caller is cancelled. Do the file's blocking calls with ``loop.run_in_executor``."""
+    file = await open_in_thread(path, mode, **kwargs)
     try:
         yield file
     finally:
-        await asyncio.shield(loop.run_in_executor(None, file.close))
+        await close_in_thread(file.close)
 
 
 def _close_if_opened(opening: asyncio.Future[IO[Any]]) -> None:
@@ -66,9 +72,11 @@ class AppendingFile:
         self.path = os.fspath(path)
         self.encoding = encoding
         self.fsync = fsync
-        self._file: Any = None
-        self._lock = asyncio.Lock()
-        #: Whether the file held data when it was opened (after recovery).
+        self._file: IO[str] | None = None
+        # Held by the thread doing a write or the close: a write whose caller was
+        # cancelled may still be running, and the next one must not interleave with it.
+        self._lock = threading.Lock()
+        #: Whether the file holds data (after recovery; set by the first write).
         self.had_data = False
 
     @property
@@ -78,10 +86,10 @@ class AppendingFile:
     async def open(self) -> str | None:
         """Open for appending (creating the file); return its first line if it has data."""
         first_line = None
-        if await aiofiles.os.path.exists(self.path):
+        if await asyncio.to_thread(os.path.exists, self.path):
             first_line = await self._recover()
         self.had_data = first_line is not None
-        self._file = await aiofiles.open(self.path, "a", encoding=self.encoding, newline="")
+        self._file = await open_in_thread(self.path, "a", encoding=self.encoding, newline="")
         return first_line
 
     async def _recover(self) -> str | None:
@@ -121,16 +129,24 @@ class AppendingFile:
     async def write(self, text: str, *, header: str = "") -> None:
         """Append ``text`` -- after ``header`` if the file holds no data yet -- and flush
         it (and fsync, if asked) before returning."""
-        if self._file is None:
+        file = self._file
+        if file is None:
             raise RuntimeError(f"{self.path}: file is not open")
-        async with self._lock:  # one write at a time, so the header is written once
-            await self._file.write(text if self.had_data else header + text)
-            await self._file.flush()
+        await asyncio.get_running_loop().run_in_executor(None, self._append, file, text, header)
+
+    def _append(self, file: IO[str], text: str, header: str) -> None:
+        with self._lock:  # one write at a time, so the header is written once
+            file.write(text if self.had_data else header + text)
+            file.flush()
             if self.fsync:
-                await asyncio.to_thread(os.fsync, self._file.fileno())
+                os.fsync(file.fileno())
             self.had_data = True
 
     async def close(self) -> None:
         file, self._file = self._file, None
         if file is not None:
-            await asyncio.shield(file.close())  # a cancelled teardown still closes it
+            await close_in_thread(functools.partial(self._close, file))
+
+    def _close(self, file: IO[str]) -> None:
+        with self._lock:  # after a write still under way
+            file.close()

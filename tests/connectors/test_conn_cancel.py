@@ -1,8 +1,8 @@
 """A file a connector opened is closed however its coroutine is cancelled.
 
-The reader's open, reads and close are queued in a one-thread default executor held busy,
-so a cancellation lands while each of them is still waiting for the thread: the case in
-which a plain ``aiofiles`` context manager withdraws its queued close and leaks the file.
+The file calls are queued in a one-thread default executor held busy, so a cancellation
+lands while each of them is still waiting for the thread: the case in which a plain
+``aiofiles`` context manager withdraws its queued close and leaks the file.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 
+from asyncpipe.connectors._files import AppendingFile
 from asyncpipe.connectors._lines import read_segments
 
 
@@ -86,3 +87,23 @@ async def test_cancelled_twice_while_reading_and_closing(tmp_path: Path) -> None
             assert task.cancelled()
             assert open_descriptors_of(path) != []  # its close is still waiting
         assert open_descriptors_of(path) == []
+
+
+async def test_an_appending_file_closes_when_its_close_is_cancelled(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    file = AppendingFile(path, encoding="utf-8", fsync=False)
+    async with asyncio.timeout(10):
+        await file.open()
+        await file.write("kept\n")
+        async with one_busy_thread() as hold:
+            hold()
+            dropped = asyncio.create_task(file.write("never\n"))
+            await asyncio.sleep(0)  # queued behind the hold
+            dropped.cancel()  # not started: withdrawn, nothing written
+            closing = asyncio.create_task(file.close())
+            await asyncio.sleep(0)
+            closing.cancel()  # must not withdraw the close
+            await asyncio.gather(dropped, closing, return_exceptions=True)
+            assert dropped.cancelled() and closing.cancelled()
+        assert open_descriptors_of(path) == []
+    assert path.read_text() == "kept\n"
