@@ -145,8 +145,10 @@ class NodeRuntime:
         # even while it waits for its next item (a trigger may wait a long time).
         rejections = NotifyingRejections()
         collect_rejections(rejections)
+        source_done = asyncio.Event()
         flusher = asyncio.create_task(
-            self._flush_rejections(rejections), name=f"asyncpipe:{self.name}:rejections"
+            self._flush_rejections(rejections, source_done),
+            name=f"asyncpipe:{self.name}:rejections",
         )
         source: Any = None
         outputs = self.outputs
@@ -191,23 +193,35 @@ class NodeRuntime:
                 await self._reject(rejections, None)
             await self._failed(exc, None, None, attempts=1)
         finally:
-            flusher.cancel()
-            await asyncio.wait([flusher])
             aclose = getattr(source, "aclose", None)
             try:
                 if aclose is not None:
                     async with asyncio.timeout(10):
                         await aclose()
             finally:
-                for channel in self.outputs:
-                    channel.close_sender()
+                # Not cancelled: a write under way has taken its letters off the list, and
+                # the source's close may have rejected more.
+                source_done.set()
+                rejections.arrived.set()
+                try:
+                    await asyncio.wait([flusher])
+                finally:
+                    flusher.cancel()  # only if this task was cancelled while waiting
+                    for channel in self.outputs:
+                        channel.close_sender()
 
-    async def _flush_rejections(self, rejections: NotifyingRejections) -> None:
+    async def _flush_rejections(
+        self, rejections: NotifyingRejections, source_done: asyncio.Event
+    ) -> None:
+        """Write what the source rejects as it comes; return once the source is done and
+        everything it rejected is written."""
         while True:
             await rejections.arrived.wait()
-            rejections.arrived.clear()
+            rejections.arrived.clear()  # an append after this sets it again
             if rejections:
                 await self._reject(rejections, None)
+            if source_done.is_set() and not rejections:
+                return
 
     async def _serial(self) -> None:
         assert self.inbox is not None

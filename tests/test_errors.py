@@ -305,3 +305,31 @@ async def test_a_source_rejection_is_dead_lettered_while_the_source_still_waits(
     assert [(d.node, d.payload, d.error_message) for d in letters.letters] == [
         ("trigger", "bad event", "unparseable")
     ]
+
+
+async def test_source_rejections_being_written_when_the_source_ends_are_not_lost() -> None:
+    writing = asyncio.Event()  # the background writer has taken both letters
+    source_ended = asyncio.Event()
+
+    class SlowSink:
+        def __init__(self) -> None:
+            self.letters: list[DeadLetter] = []
+
+        async def write(self, letter: DeadLetter) -> None:
+            writing.set()
+            await source_ended.wait()  # still writing when the source's end is handled
+            self.letters.append(letter)
+
+    async def trigger() -> AsyncIterator[int]:
+        reject("a", "bad a")
+        reject("b", "bad b")
+        await writing.wait()
+        yield 1
+        source_ended.set()
+
+    letters = SlowSink()
+    source = HandlerNode("trigger", trigger)
+    out = HandlerNode("sink", CollectingSink(), [source])
+    await run_pipeline([source], [out], dead_letter_sink=letters, timeout=10)
+
+    assert [d.payload for d in letters.letters] == ["a", "b"]
