@@ -22,6 +22,7 @@ async def test_sigterm_answers_calls_in_flight_drains_and_exits_0(tmp_path: Path
         port = await server.ready()
         acknowledged: list[int] = []
         first_ack = asyncio.Event()
+        signalled = asyncio.Event()
         async with (
             asyncio.timeout(TIMEOUT),
             IngestClient(f"127.0.0.1:{port}", retries=0, wait_for_ready=False) as client,
@@ -30,14 +31,17 @@ async def test_sigterm_answers_calls_in_flight_drains_and_exits_0(tmp_path: Path
             async def sender(worker: int) -> None:
                 for b in range(worker, BATCHES, 8):
                     items = transactions(SIZE, 1 + b * SIZE)
+                    sent_after_signal = signalled.is_set()
                     try:
                         reply = await client.send_transactions(items, batch_id=str(b))
                     except grpc.aio.AioRpcError as error:
-                        # Refused or cut off by the shutdown: not acknowledged, fine.
-                        assert error.code() in (
-                            grpc.StatusCode.UNAVAILABLE,
-                            grpc.StatusCode.CANCELLED,
-                        ), error
+                        # Refused or cut off by the shutdown: not acknowledged, fine. A call
+                        # begun after the signal may also meet a connection that is being
+                        # torn down and wait out its deadline (seen once on a loaded host).
+                        expected = [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED]
+                        if sent_after_signal:
+                            expected.append(grpc.StatusCode.DEADLINE_EXCEEDED)
+                        assert error.code() in expected, error
                         return
                     assert reply.success, reply.message
                     acknowledged.extend(range(1 + b * SIZE, 1 + (b + 1) * SIZE))
@@ -45,6 +49,7 @@ async def test_sigterm_answers_calls_in_flight_drains_and_exits_0(tmp_path: Path
 
             senders = [asyncio.create_task(sender(w)) for w in range(8)]
             await first_ack.wait()
+            signalled.set()
             server.proc.send_signal(signal.SIGTERM)
             await asyncio.gather(*senders)
             code, err = await server.wait()
