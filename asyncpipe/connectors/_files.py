@@ -51,7 +51,7 @@ async def close_in_thread(close: Any) -> None:
 
 @asynccontextmanager
 async def opened(path: str | os.PathLike[str], mode: str, **kwargs: Any) -> AsyncIterator[IO[Any]]:
-    """``open(path, mode, **kwargs)`` in a thread, closed in a thread on leaving, whenever
+    """``open(path, mode, **kwargs)`` in a thread, closed in a thread on leaving, also when
     the caller is cancelled. Do the file's blocking calls with ``loop.run_in_executor``."""
     file = await open_in_thread(path, mode, **kwargs)
     try:
