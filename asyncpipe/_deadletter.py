@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -25,6 +26,20 @@ class DeadLetter:
     #: Id of the receipt of the submitted message this came from, if any.
     receipt_id: int | None = None
     timestamp: float = field(default_factory=time.time)
+    #: The input this came from, stable across replays (a batch id, a file path); with
+    #: ``index`` it identifies the failed input, so sinks can keep one letter per input.
+    origin: str | None = None
+
+    @property
+    def key(self) -> str | None:
+        """The identity a replayed input's dead letter shares with the first one, or None
+        without an origin: node, origin, index and a digest of the payload (two messages
+        derived from one input may fail at one node, each with its own payload)."""
+        if self.origin is None:
+            return None
+        digest = hashlib.blake2b(repr(self.payload).encode(), digest_size=8).hexdigest()
+        index = "" if self.index is None else str(self.index)
+        return f"{self.node}\x1f{self.origin}\x1f{index}\x1f{digest}"
 
     @classmethod
     def from_exception(
@@ -35,6 +50,7 @@ class DeadLetter:
         *,
         attempts: int,
         receipt_id: int | None,
+        origin: str | None = None,
     ) -> DeadLetter:
         return cls(
             node=node,
@@ -44,6 +60,7 @@ class DeadLetter:
             traceback="".join(traceback.format_exception(exc)),
             attempts=attempts,
             receipt_id=receipt_id,
+            origin=origin,
         )
 
 

@@ -474,9 +474,13 @@ class PipelineExecutor:
 
     # -- intake ----------------------------------------------------------------------------
 
-    async def submit(self, node: str, message: Any) -> Receipt:
+    async def submit(self, node: str, message: Any, *, origin: str | None = None) -> Receipt:
         """Put ``message`` into ``node``'s input (waiting while it is full) and return its
         receipt; ``await receipt`` resolves once everything derived from it is done.
+
+        ``origin`` identifies the message stably across resends (e.g. a client's batch id):
+        its dead letters carry it, and dead-letter sinks keep one letter per
+        (node, origin, index), so a batch sent again is not dead-lettered again.
 
         Raises :class:`PipelineClosed` if the pipeline is not accepting input and
         ``KeyError`` for an unknown node. Cancelling while waiting enqueues nothing.
@@ -488,7 +492,7 @@ class PipelineExecutor:
             raise ValueError(f"node {node!r} is a source; submit to a node that has an input")
         if not self._intake_open:
             raise self._closed_error()
-        receipt = Receipt(node, asyncio.get_running_loop())
+        receipt = Receipt(node, asyncio.get_running_loop(), origin=origin)
         try:
             await runtime.inbox.put((message, receipt))
         except ChannelClosed:

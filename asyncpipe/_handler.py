@@ -90,6 +90,7 @@ class Rejection:
     payload: Any
     reason: str
     index: int | None = None
+    origin: str | None = None
 
 
 _rejections: contextvars.ContextVar[list[Rejection] | None] = contextvars.ContextVar(
@@ -97,20 +98,25 @@ _rejections: contextvars.ContextVar[list[Rejection] | None] = contextvars.Contex
 )
 
 
-def reject(item: Any, reason: str, *, index: int | None = None) -> None:
+def reject(
+    item: Any, reason: str, *, index: int | None = None, origin: str | None = None
+) -> None:
     """Dead-letter one item of the message being handled, with a reason.
 
     Call it from inside a handler (also in ``cpu=True`` worker processes) for an item that
     is invalid while the rest of the batch is fine; drop the item from what the handler
     returns. ``index`` is the item's position in the incoming batch, reported back to the
-    submitter through its receipt.
+    submitter through its receipt. ``origin`` names the input the item came from, stably
+    across replays (a source's file path, say); by default the dead letter takes the
+    submitted message's origin (``submit(..., origin=)``). Dead-letter sinks keep one
+    letter per (node, origin, index), so a replayed input is not dead-lettered twice.
 
     Raises ``RuntimeError`` when called outside a handler.
     """
     sink = _rejections.get()
     if sink is None:
         raise RuntimeError("reject() called outside a handler")
-    sink.append(Rejection(item, reason, index))
+    sink.append(Rejection(item, reason, index, origin))
 
 
 def collect_rejections(sink: list[Rejection] | None = None) -> list[Rejection]:

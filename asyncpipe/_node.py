@@ -549,6 +549,7 @@ class NodeRuntime:
             payload,
             attempts=attempts,
             receipt_id=receipt.id if receipt else None,
+            origin=receipt.origin if receipt else None,
         )
         logger.warning(
             "node %r: dead-lettered a message after %d attempt(s): %s: %s",
@@ -574,6 +575,7 @@ class NodeRuntime:
                 payload=rejection.payload,
                 index=rejection.index,
                 receipt_id=receipt.id if receipt else None,
+                origin=rejection.origin or (receipt.origin if receipt else None),
             )
             self.stats.dead_letters += 1
             await self._dead_letter(letter, receipt)
@@ -603,7 +605,9 @@ class NodeRuntime:
 def _shift(rejection: Rejection, offset: int) -> Rejection:
     if rejection.index is None or not offset:
         return rejection
-    return Rejection(rejection.payload, rejection.reason, rejection.index + offset)
+    return Rejection(
+        rejection.payload, rejection.reason, rejection.index + offset, rejection.origin
+    )
 
 
 def _not_ours(exc: asyncio.CancelledError) -> Exception:

@@ -59,12 +59,22 @@ class Receipt:
         "id",
         "items",
         "node",
+        "origin",
         "submitted_at",
     )
 
-    def __init__(self, node: str, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        node: str,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        origin: str | None = None,
+    ) -> None:
         self.id: int = next(_ids)
         self.node = node
+        #: What the message is, stably across resends (a batch id, a file path): dead
+        #: letters derived from it carry it, so a replay can be recognised.
+        self.origin = origin
         self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self.items: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         #: Dead letters derived from this message (failures and rejected items).

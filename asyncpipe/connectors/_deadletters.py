@@ -43,6 +43,8 @@ _COLUMNS = (
     "attempts",
     "item_index",
     "receipt_id",
+    "origin",
+    "dedupe_key",
 )
 
 
@@ -73,8 +75,14 @@ class SqliteDeadLetterSink(_OpenClose):
     Columns: ``id`` (autoincrement), ``created_at`` (ISO 8601, UTC), ``node``,
     ``error_type``, ``error_message`` (the reason), ``payload`` (JSON), ``traceback``,
     ``attempts``, ``item_index`` (the item's position in its batch, or a source's line
-    number) and ``receipt_id``. Each letter is committed before ``write`` returns. The
-    database is shared with any :class:`SqliteSink` writing the same file.
+    number), ``receipt_id``, ``origin`` (the input it came from: a batch id, a file) and
+    ``dedupe_key``. Each letter is committed before ``write`` returns. The database is
+    shared with any :class:`SqliteSink` writing the same file.
+
+    A letter with an origin is stored once per (node, origin, index)
+    (:attr:`DeadLetter.key`, a unique ``dedupe_key``): a batch sent again or a file fed
+    again after a crash updates its row instead of adding one. A table made by an older
+    version gains the two columns when opened.
     """
 
     def __init__(
@@ -98,9 +106,15 @@ class SqliteDeadLetterSink(_OpenClose):
             f"CREATE TABLE IF NOT EXISTS {t} (id INTEGER PRIMARY KEY AUTOINCREMENT, "
             "created_at TEXT NOT NULL, node TEXT NOT NULL, error_type TEXT NOT NULL, "
             "error_message TEXT NOT NULL, payload TEXT, traceback TEXT, "
-            "attempts INTEGER NOT NULL, item_index INTEGER, receipt_id INTEGER)"
+            "attempts INTEGER NOT NULL, item_index INTEGER, receipt_id INTEGER, "
+            "origin TEXT, dedupe_key TEXT)"
+        )
+        self._index_sql = (
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(table + '_dedupe_key')} "
+            f"ON {t} (dedupe_key)"
         )
         self._insert = Insert(table, _COLUMNS)
+        self._upsert = Insert(table, _COLUMNS, key=("dedupe_key",))
 
     def __repr__(self) -> str:
         return f"<SqliteDeadLetterSink {os.fspath(self.path)!r} table={self.table!r}>"
@@ -118,12 +132,18 @@ class SqliteDeadLetterSink(_OpenClose):
             await db.release()
 
     async def _acquire(self) -> Database:
+        t = quote(self.table)
         db = await Database.acquire(
             self._absolute, busy_timeout=self.busy_timeout, synchronous=self.synchronous
         )
         try:
             if not self._created:
                 await db.execute(self._create_sql)
+                columns = {row[1] for row in await db.fetchall(f"PRAGMA table_info({t})")}
+                for column in ("origin", "dedupe_key"):
+                    if column not in columns:  # a table made before dedupe existed
+                        await db.execute(f"ALTER TABLE {t} ADD COLUMN {column} TEXT")
+                await db.execute(self._index_sql)
                 self._created = True
         except BaseException:
             await db.release()
@@ -142,12 +162,15 @@ class SqliteDeadLetterSink(_OpenClose):
             letter.attempts,
             letter.index,
             letter.receipt_id,
+            letter.origin,
+            key := letter.key,
         )
         try:
             if self._db is None:
                 await self.open()
             assert self._db is not None
-            failures = await self._db.write(self._insert, list(row))
+            insert = self._insert if key is None else self._upsert
+            failures = await self._db.write(insert, list(row))
             if failures:
                 raise failures[0][1]
         except Exception:
@@ -164,7 +187,11 @@ class JsonLinesDeadLetterSink(_OpenClose):
     """Append dead letters to a JSON Lines file, one object per line, flushed per letter.
 
     Keys: ``created_at`` (ISO 8601, UTC), ``node``, ``error_type``, ``error_message``,
-    ``payload``, ``traceback``, ``attempts``, ``index``, ``receipt_id``.
+    ``payload``, ``traceback``, ``attempts``, ``index``, ``receipt_id``, ``origin``.
+
+    The file is an append-only log: a replayed input (a batch sent again, a file fed again)
+    appends its letter again. Readers that want one per input keep the last line per
+    (``node``, ``origin``, ``index``); :class:`SqliteDeadLetterSink` does that itself.
     """
 
     def __init__(
@@ -205,6 +232,7 @@ class JsonLinesDeadLetterSink(_OpenClose):
             "attempts": letter.attempts,
             "index": letter.index,
             "receipt_id": letter.receipt_id,
+            "origin": letter.origin,
         }
         # The payload is encoded on its own, so an odd payload cannot spoil the rest.
         line = dumps(fields)[:-1] + ',"payload":' + dumps_lenient(letter.payload) + "}\n"

@@ -68,7 +68,7 @@ def _parse_each(where: str, first: int, lines: list[str]) -> list[Any]:
         except json.JSONDecodeError as exc:
             number = first + offset
             reason = f"{where}:{number}: invalid JSON: {exc.msg} (column {exc.colno})"
-            reject_item(line, reason, index=number)
+            reject_item(line, reason, index=number, origin=where)
     return records
 
 

@@ -12,7 +12,9 @@ __all__ = ["reject_item"]
 logger = logging.getLogger("asyncpipe.connectors")
 
 
-def reject_item(payload: Any, reason: str, *, index: int | None = None) -> None:
+def reject_item(
+    payload: Any, reason: str, *, index: int | None = None, origin: str | None = None
+) -> None:
     """:func:`asyncpipe.reject` the input, so it becomes a dead letter of the node.
 
     A connector iterated or called outside a pipeline (``async for batch in
@@ -20,6 +22,6 @@ def reject_item(payload: Any, reason: str, *, index: int | None = None) -> None:
     and the input skipped.
     """
     try:
-        reject(payload, reason, index=index)
+        reject(payload, reason, index=index, origin=origin)
     except RuntimeError:
         logger.warning("skipped: %s", reason)

@@ -150,12 +150,14 @@ class _TextParser:
             row = self._split(line)
             if len(row) != len(names):
                 reason = f"expected {len(names)} fields, got {len(row)}"
-                reject_item(line, f"{self.where}:{number}: {reason}", index=number)
+                reject_item(
+                    line, f"{self.where}:{number}: {reason}", index=number, origin=self.where
+                )
                 continue
             try:
                 self.types.convert_row(row)
             except ConversionError as exc:
-                reject_item(line, f"{self.where}:{number}: {exc}", index=number)
+                reject_item(line, f"{self.where}:{number}: {exc}", index=number, origin=self.where)
                 continue
             records.append(dict(zip(names, row, strict=True)))
         return records

@@ -225,7 +225,7 @@ class RequestTrigger:
         if not await aiofiles.os.path.isfile(path):
             return  # gone before we got to it: not ours to record
         logger.info("%s: feeding", path)
-        receipt = Receipt(str(path))
+        receipt = Receipt(str(path), origin=str(path))
         status, error = "done", None
         try:
             outputs = self.fired.outputs(path)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from conn_helpers import TIMEOUT, query, write
 
-from asyncpipe import DeadLetter, DeadLetterSink, HandlerNode
+from asyncpipe import DeadLetter, DeadLetterSink, HandlerNode, PipelineExecutor, reject
 from asyncpipe.connectors import (
     CsvSource,
     JsonLinesDeadLetterSink,
@@ -91,3 +92,83 @@ async def test_dead_letters_go_to_a_json_lines_file(tmp_path: Path) -> None:
     ]
     assert "Traceback" in letters[0]["traceback"]
     assert letters[0]["created_at"].endswith("+00:00")
+
+
+def reject_odd(batch: list[int]) -> list[int]:
+    for index, n in enumerate(batch):
+        if n % 2:
+            reject(n, f"{n} is odd", index=index)
+    return [n for n in batch if not n % 2]
+
+
+def refuse_all(batch: list[int]) -> list[int]:
+    raise ValueError(f"refused {batch}")
+
+
+async def submit_three_times(db: Path, handler: Any, origin: str | None) -> None:
+    check = HandlerNode("check", handler)
+    async with SqliteDeadLetterSink(db) as sink:
+        async with PipelineExecutor([check], dead_letter_sink=sink) as executor:
+            for _ in range(3):
+                receipt = await executor.submit("check", [1, 2, 3], origin=origin)
+                await receipt.wait(TIMEOUT)
+
+
+async def test_a_batch_sent_again_leaves_one_dead_letter_per_rejected_item(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "dead.db"
+    await submit_three_times(db, reject_odd, origin="batch-7")
+    rows = query(db, "SELECT node, item_index, origin, error_message FROM dead_letters")
+    assert sorted(rows) == [
+        ("check", 0, "batch-7", "1 is odd"),
+        ("check", 2, "batch-7", "3 is odd"),
+    ]
+
+
+async def test_a_failed_message_sent_again_leaves_one_dead_letter(tmp_path: Path) -> None:
+    db = tmp_path / "dead.db"
+    await submit_three_times(db, refuse_all, origin="batch-8")
+    assert query(db, "SELECT node, item_index, origin FROM dead_letters") == [
+        ("check", None, "batch-8")
+    ]
+
+
+async def test_without_an_origin_every_dead_letter_is_kept(tmp_path: Path) -> None:
+    db = tmp_path / "dead.db"
+    await submit_three_times(db, refuse_all, origin=None)
+    assert query(db, "SELECT count(*), count(dedupe_key) FROM dead_letters") == [(3, 0)]
+
+
+async def test_letters_of_one_origin_with_different_payloads_are_all_kept(
+    tmp_path: Path,
+) -> None:
+    # Two messages derived from one input may fail at the same node.
+    db = tmp_path / "dead.db"
+    async with SqliteDeadLetterSink(db) as sink:
+        for payload in ([1], [2], [1]):
+            await sink.write(DeadLetter("n", "E", "m", payload=payload, origin="b"))
+    assert query(db, "SELECT payload FROM dead_letters ORDER BY id") == [("[1]",), ("[2]",)]
+
+
+async def test_a_table_from_before_dedupe_gains_its_columns(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TABLE dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "created_at TEXT NOT NULL, node TEXT NOT NULL, error_type TEXT NOT NULL, "
+            "error_message TEXT NOT NULL, payload TEXT, traceback TEXT, "
+            "attempts INTEGER NOT NULL, item_index INTEGER, receipt_id INTEGER)"
+        )
+        conn.execute(
+            "INSERT INTO dead_letters (created_at, node, error_type, error_message, attempts)"
+            " VALUES ('t', 'old', 'E', 'm', 1)"
+        )
+    conn.close()
+    await submit_three_times(db, reject_odd, origin="b")
+    assert query(db, "SELECT node, origin FROM dead_letters ORDER BY id") == [
+        ("old", None),
+        ("check", "b"),
+        ("check", "b"),
+    ]
+
