@@ -435,8 +435,10 @@ class PipelineExecutor:
                 raise HandlerSetupError(name, f"setup() failed: {exc!r}") from exc
             self._set_up.append((name, handler))
 
+        # Worker processes start, and set up their handlers, while the loop's handlers do.
         await gather_or_first_error(
-            [setup(name, handler) for name, handler in self._on_loop_handlers()],
+            [setup(name, handler) for name, handler in self._on_loop_handlers()]
+            + [pool.start() for pool in self._pools],
             "asyncpipe:setup",
         )
 

@@ -98,9 +98,7 @@ _rejections: contextvars.ContextVar[list[Rejection] | None] = contextvars.Contex
 )
 
 
-def reject(
-    item: Any, reason: str, *, index: int | None = None, origin: str | None = None
-) -> None:
+def reject(item: Any, reason: str, *, index: int | None = None, origin: str | None = None) -> None:
     """Dead-letter one item of the message being handled, with a reason.
 
     Call it from inside a handler (also in ``cpu=True`` worker processes) for an item that

@@ -73,6 +73,8 @@ class NodeRuntime:
             if node.cpu and handler is not None
             else None
         )
+        if self._offloaded is not None and pool is not None:
+            pool.add(self._offloaded)
         self._streams_on_loop = handler is not None and handler.streams and pool is None
         self._source_task: asyncio.Task[Any] | None = None
         self._source_pulling = False

@@ -1,10 +1,13 @@
-"""Running handlers in worker processes (or any ``concurrent.futures.Executor``).
+"""Running handlers in worker processes (or any ``concurrent.futures.Executor``): the
+parent's side (the workers' side is ``_worker``).
 
-The parent pickles each offloaded handler once. Calls carry only a key and the data; a
-worker that has not seen the key yet answers :class:`_HandlerMissing`, and the call is sent
-again with the pickled handler, which the worker loads, runs ``setup()`` on once, caches,
-and tears down when the worker exits. So every worker gets each handler once, whichever
-executor runs the calls (our own process pool, a user's, or a Dask cluster's).
+The parent pickles each offloaded handler once. A pool asyncpipe owns gives every handler
+to each worker as it starts (``setup()`` runs there, once), and :meth:`WorkerPool.start`
+waits until every worker is ready. Calls carry only a key and the data; a worker of
+another executor that has not seen the key yet answers ``HandlerMissing``, and the call is
+sent again with the pickled handler, which the worker loads, sets up and caches. So every
+worker gets each handler once, whichever executor runs the calls (our own process pool, a
+user's, or a Dask cluster's); the handler is torn down when the worker exits.
 
 The runtime owns its :class:`~concurrent.futures.ProcessPoolExecutor`: when a worker dies
 the pool breaks, every call in flight fails, and :class:`WorkerPool` replaces the pool.
@@ -15,35 +18,25 @@ time cannot take innocent ones down with it more than once.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import inspect
 import logging
 import multiprocessing
-import multiprocessing.util
 import os
 import pickle
+import queue
 import sys
-import threading
 import uuid
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
+from . import _worker
 from ._errors import HandlerSetupError, WorkerCrashed
-from ._handler import Adapted, Kind, Rejection, adapt, collect_rejections
+from ._handler import Adapted, Rejection
 
 __all__ = ["OffloadedHandler", "WorkerPool"]
 
 logger = logging.getLogger(__name__)
-
-
-class _HandlerMissing(Exception):
-    """Raised in a worker that has not loaded the handler yet."""
-
-
-class _SetupFailed(Exception):
-    """Raised in a worker whose copy of the handler failed its setup()."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,79 +60,6 @@ class OffloadedHandler:
                 "attributes picklable, or drop cpu=True"
             ) from exc
         return cls(node, f"{node}-{uuid.uuid4().hex}", blob, adapted.label)
-
-
-# -- worker side -------------------------------------------------------------------------
-
-_loaded: dict[str, Adapted] = {}
-_thread = threading.local()  # one event loop per worker thread, for async handlers
-
-
-def _worker_call(key: str, blob: bytes | None, data: Any) -> tuple[Any, list[Rejection]]:
-    """Run the handler ``key`` on ``data`` in this worker; return (result, rejections).
-
-    Generator handlers are drained into a list. Runs in the worker process.
-    """
-    adapted = _loaded.get(key)
-    if adapted is None:
-        if blob is None:
-            raise _HandlerMissing(key)
-        adapted = _load(key, blob)
-    return contextvars.copy_context().run(_invoke, adapted, data)
-
-
-def _invoke(adapted: Adapted, data: Any) -> tuple[Any, list[Rejection]]:
-    rejections = collect_rejections()
-    result = adapted.call(data)
-    if adapted.kind is Kind.ASYNC_GEN:
-        result = _run(_drain(result))
-    elif adapted.kind is Kind.SYNC_GEN:
-        result = list(result)
-    elif inspect.isawaitable(result):
-        result = _run(result)
-    return result, rejections
-
-
-async def _drain(agen: Any) -> list[Any]:
-    return [item async for item in agen]
-
-
-def _run(awaitable: Any) -> Any:
-    loop: asyncio.AbstractEventLoop | None = getattr(_thread, "loop", None)
-    if loop is None:
-        loop = _thread.loop = asyncio.new_event_loop()
-    return loop.run_until_complete(awaitable)
-
-
-def _load(key: str, blob: bytes) -> Adapted:
-    obj = pickle.loads(blob)
-    adapted = adapt(obj)
-    setup = getattr(obj, "setup", None)
-    if setup is not None:
-        try:
-            result = setup()
-            if inspect.isawaitable(result):
-                _run(result)
-        except Exception as exc:
-            raise _SetupFailed(f"setup() of {adapted.label} failed in a worker: {exc!r}") from exc
-    if not _loaded:
-        # Runs when the worker exits normally (pool shutdown), not on a crash.
-        multiprocessing.util.Finalize(None, _teardown_all, exitpriority=10)
-    _loaded[key] = adapted
-    return adapted
-
-
-def _teardown_all() -> None:
-    for key, adapted in list(_loaded.items()):
-        del _loaded[key]
-        teardown = getattr(adapted.obj, "teardown", None)
-        try:
-            if teardown is not None:
-                result = teardown()
-                if inspect.isawaitable(result):
-                    _run(result)
-        except Exception:
-            logger.exception("teardown of %s failed in worker", adapted.label)
 
 
 # -- parent side -------------------------------------------------------------------------
@@ -176,10 +96,56 @@ class WorkerPool:
         self._slots = asyncio.Semaphore(2 * max_workers)
         self._suspects = asyncio.Lock()
         self._retired: list[Any] = []  # worker processes of retired pools, to reap
+        self._handlers: dict[str, OffloadedHandler] = {}
 
-    def _ensure(self) -> Executor:
+    def add(self, handler: OffloadedHandler) -> None:
+        """Have every worker of an owned pool load ``handler`` as it starts."""
+        self._handlers[handler.key] = handler
+
+    async def start(self) -> None:
+        """Start an owned pool's workers and wait until each has loaded every handler
+        (``setup()`` included), so the first calls find them warm.
+
+        Raises :class:`HandlerSetupError` if a handler's ``setup()`` failed in a worker.
+        Returns early if a worker dies meanwhile (the first call then meets the broken
+        pool and replaces it). Does nothing for an executor asyncpipe does not own.
+        """
+        if not self._owned or self._executor is not None:
+            return
+        ready = self._mp_context.Queue()
+        try:
+            executor = self._ensure(ready)
+            processes = list((getattr(executor, "_processes", None) or {}).values())
+            for _ in range(self.max_workers):
+                _, failures = await self._next_ready(ready, processes)
+                if failures is None:
+                    return  # a worker died while starting
+                for key, failure in failures.items():
+                    raise HandlerSetupError(self._handlers[key].node, failure)
+        finally:
+            ready.close()
+            ready.join_thread()
+
+    @staticmethod
+    async def _next_ready(ready: Any, processes: list[Any]) -> tuple[int, dict[str, str] | None]:
+        while True:
+            try:
+                pid, failures = await asyncio.to_thread(ready.get, True, 0.2)
+            except queue.Empty:
+                if any(p.exitcode is not None for p in processes):
+                    return 0, None
+                continue
+            return pid, failures
+
+    def _ensure(self, ready: Any = None) -> Executor:
         if self._executor is None:
-            pool = ProcessPoolExecutor(self.max_workers, mp_context=self._mp_context)
+            handlers = tuple((key, h.blob) for key, h in self._handlers.items())
+            pool = ProcessPoolExecutor(
+                self.max_workers,
+                mp_context=self._mp_context,
+                initializer=_worker.init_worker,
+                initargs=(os.getpid(), handlers, ready),
+            )
             # Start every worker now: a 3.11 pool otherwise starts workers inside later
             # submit() calls, which can race its manager thread tearing a broken pool down
             # (a stranded worker, or "dictionary changed size" in that thread). The first
@@ -202,7 +168,7 @@ class WorkerPool:
                     async with self._suspects:
                         return await self._submit(handler, data)
                 return await self._submit(handler, data)
-            except _SetupFailed as exc:
+            except _worker.SetupFailed as exc:
                 raise HandlerSetupError(handler.node, str(exc)) from exc
             except BrokenProcessPool as exc:
                 crashes += 1
@@ -222,14 +188,14 @@ class WorkerPool:
         async with self._slots:
             try:
                 return await self._once(handler.key, None, data)
-            except _HandlerMissing:
+            except _worker.HandlerMissing:
                 return await self._once(handler.key, handler.blob, data)
 
     async def _once(self, *args: Any) -> tuple[Any, list[Rejection]]:
         executor = self._ensure()
         generation = self._generation  # the pool this call really goes to
         try:
-            future = executor.submit(_worker_call, *args)
+            future = executor.submit(_worker.call, *args)
             result: tuple[Any, list[Rejection]] = await asyncio.wrap_future(future)
         except BrokenProcessPool:
             self._replace(generation)

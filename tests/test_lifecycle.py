@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -310,14 +311,16 @@ def test_start_runs_the_pipeline_synchronously_on_uvloop() -> None:
 # -- signals (a real process) ------------------------------------------------------------
 
 
-async def start_script(mode: str) -> asyncio.subprocess.Process:
-    """Start the signal pipeline script and wait for its ``ready`` line."""
+async def start_script(mode: str, *, new_group: bool = False) -> asyncio.subprocess.Process:
+    """Start the signal pipeline script and wait for its ``ready`` line (``new_group``: in a
+    process group of its own, as a terminal's foreground job is)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(SCRIPT),
         mode,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        process_group=0 if new_group else None,
     )
     assert process.stdout is not None
     try:
@@ -369,3 +372,75 @@ async def test_second_signal_aborts_a_pipeline_that_cannot_drain() -> None:
     assert "PipelineAborted" in err
     assert "teardown" in out.splitlines()
     assert not any(line.startswith("finished") for line in out.splitlines())
+
+
+async def test_ctrl_c_with_a_cpu_node_drains_and_exits_0() -> None:
+    # A terminal's Ctrl-C signals the whole process group: the workers too. They must
+    # leave the decision to the parent, which drains.
+    process = await start_script("cpu", new_group=True)
+
+    os.killpg(process.pid, signal.SIGINT)
+    code, out, err = await finish(process)
+
+    assert code == 0, err
+    assert "KeyboardInterrupt" not in err
+    assert "Traceback" not in err
+    lines = out.splitlines()
+    assert "teardown" in lines
+    [finished] = [line for line in lines if line.startswith("finished")]
+    assert int(finished.split()[2].split("=")[1]) > 0  # the sink committed messages
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` now, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.add(child)
+            stack.append(child)
+    return found
+
+
+async def exited(pid: int) -> None:
+    """Return once process ``pid`` (not necessarily a child) has exited: its pidfd turns
+    readable then."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    gone = loop.create_future()
+    loop.add_reader(fd, gone.set_result, None)
+    try:
+        await gone
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs /proc and pidfds")
+async def test_worker_processes_die_with_a_sigkilled_parent() -> None:
+    process = await start_script("cpu")
+    # The forkserver's workers are its children, not the pipeline's: take the whole tree.
+    tree = descendants(process.pid)
+    assert len(tree) >= 3, tree  # forkserver (+ resource tracker) and two workers
+    exits = [asyncio.ensure_future(exited(pid)) for pid in tree]
+
+    process.kill()
+    await process.wait()
+
+    done, pending = await asyncio.wait(exits, timeout=10)
+    for waiter in pending:
+        waiter.cancel()
+    assert not pending, f"{len(pending)} of {len(tree)} descendants still running after 10 s"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import workers
 
-from asyncpipe import HandlerNode, Outcome, PipelineExecutor
+from asyncpipe import HandlerNode, HandlerSetupError, Outcome, PipelineExecutor
 from asyncpipe.testing import CollectingSink, run_handler, run_pipeline
 
 TIMEOUT = 30  # seconds; a bound for awaits that would otherwise hang
@@ -263,3 +263,24 @@ async def test_teardown_runs_in_the_worker_when_the_pool_shuts_down(tmp_path: Pa
     pids = set(run.outputs)
     assert len(pids) == 1
     assert set(os.listdir(tmp_path)) == {f"teardown-{pid}" for pid in pids}
+
+
+async def test_a_started_pipeline_has_its_workers_set_up(tmp_path: Path) -> None:
+    # "Started" means warm: every worker has loaded the handler and run its setup(), so
+    # the first message is not kept waiting by a model being loaded.
+    node = HandlerNode("count", workers.CountSetups(str(tmp_path / "rv.sock")), cpu=True)
+    async with rendezvous(tmp_path / "rv.sock", parties=2) as checked_in:
+        async with PipelineExecutor([node], max_workers=2) as executor:
+            await executor.wait_started()
+            assert len(checked_in) == 2
+            receipt = await executor.submit("count", 1)
+            await receipt.wait(TIMEOUT)
+        assert executor.metrics()["count"].committed == 1
+
+
+async def test_a_setup_failing_in_the_workers_fails_the_start() -> None:
+    node = HandlerNode("broken", workers.FailingSetup(), cpu=True)
+    executor = PipelineExecutor([node], max_workers=1)
+    with pytest.raises(HandlerSetupError, match="setup"):
+        async with executor:
+            pytest.fail("the pipeline started")

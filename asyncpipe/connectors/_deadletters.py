@@ -110,8 +110,7 @@ class SqliteDeadLetterSink(_OpenClose):
             "origin TEXT, dedupe_key TEXT)"
         )
         self._index_sql = (
-            f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(table + '_dedupe_key')} "
-            f"ON {t} (dedupe_key)"
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {quote(table + '_dedupe_key')} ON {t} (dedupe_key)"
         )
         self._insert = Insert(table, _COLUMNS)
         self._upsert = Insert(table, _COLUMNS, key=("dedupe_key",))

@@ -171,4 +171,3 @@ async def test_a_table_from_before_dedupe_gains_its_columns(tmp_path: Path) -> N
         ("check", "b"),
         ("check", "b"),
     ]
-

@@ -1,11 +1,12 @@
 """A pipeline with an endless source, run by ``PipelineExecutor.start()``, for signal tests.
 
-Usage: ``python signal_pipeline.py drain|hang``
+Usage: ``python signal_pipeline.py drain|hang|cpu``
 
 Writes ``ready`` once the sink has its first message (signal handlers are installed by
 then), ``teardown`` from the sink's teardown(), and, if ``start()`` returns,
 ``finished emitted=<source outputs> committed=<sink commits>``. In ``hang`` mode the sink
-never finishes its first message, so only an abort can end the run.
+never finishes its first message, so only an abort can end the run. In ``cpu`` mode the
+messages go through a ``cpu=True`` node (two worker processes) on their way to the sink.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from asyncpipe import BaseHandler, HandlerNode, PipelineExecutor
 def say(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def square(message: int) -> int:
+    return message * message
 
 
 async def endless() -> AsyncIterator[int]:
@@ -49,9 +54,11 @@ class Sink(BaseHandler):
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    mode = sys.argv[1]
     source = HandlerNode("endless", endless)
-    sink = HandlerNode("sink", Sink(hang=sys.argv[1] == "hang"), [source], capacity=8)
-    executor = PipelineExecutor([source], [sink])
+    stages = [HandlerNode("square", square, [source], cpu=True)] if mode == "cpu" else []
+    sink = HandlerNode("sink", Sink(hang=mode == "hang"), [*stages, source][:1], capacity=8)
+    executor = PipelineExecutor([source], [*stages, sink], max_workers=2)
     executor.start()
     metrics = executor.metrics()
     say(f"finished emitted={metrics['endless'].emitted} committed={metrics['sink'].committed}")
