@@ -51,6 +51,7 @@ class DeadLetter:
         attempts: int,
         receipt_id: int | None,
         origin: str | None = None,
+        index: int | None = None,
     ) -> DeadLetter:
         return cls(
             node=node,
@@ -61,6 +62,7 @@ class DeadLetter:
             attempts=attempts,
             receipt_id=receipt_id,
             origin=origin,
+            index=index,
         )
 
 

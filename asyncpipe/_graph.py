@@ -54,6 +54,11 @@ class HandlerNode:
         retries: extra attempts after a failure; ``backoff`` seconds before the first,
             doubling up to ``max_backoff``.
         on_error: :class:`ErrorPolicy` once retries are exhausted.
+        isolate_failures: when a list message still fails after its retries, handle it
+            again in halves, down to single items, so the items that succeed go on and
+            only the failing ones are dead-lettered (or skipped), each with its own error
+            and index. Default: on for ``on_error="dead_letter"``, off otherwise; not
+            possible with ``on_error="fail"``.
     """
 
     def __init__(
@@ -73,6 +78,7 @@ class HandlerNode:
         backoff: float = 0.1,
         max_backoff: float = 10.0,
         on_error: ErrorPolicy | str = ErrorPolicy.DEAD_LETTER,
+        isolate_failures: bool | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"node name must be a non-empty string, got {name!r}")
@@ -86,6 +92,16 @@ class HandlerNode:
         except ValueError:
             choices = ", ".join(repr(p.value) for p in ErrorPolicy)
             raise ValueError(f"node {name!r}: on_error must be one of {choices}") from None
+        if isolate_failures and self.on_error is ErrorPolicy.FAIL:
+            raise ValueError(
+                f"node {name!r}: isolate_failures=True needs on_error='dead_letter' or 'skip' "
+                "(a fail-fast node stops at the first failure)"
+            )
+        self.isolate_failures = (
+            self.on_error is ErrorPolicy.DEAD_LETTER
+            if isolate_failures is None
+            else isolate_failures
+        )
 
         self.name = name
         self.dependencies: tuple[HandlerNode | str, ...] = tuple(dependencies)

@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import logging
 import time
+import traceback
 import types
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,6 +29,7 @@ from ._handler import (
     _rejections,
     collect_rejections,
 )
+from ._isolation import Part, bisect
 from ._metrics import NodeStats
 from ._offload import OffloadedHandler, WorkerPool
 from ._receipt import Outcome, Receipt, Tracked, item_count
@@ -40,6 +42,19 @@ logger = logging.getLogger(__name__)
 Envelope = tuple[Any, Receipt | None]
 _STREAMED: Any = object()  # a generator's outputs were emitted while it ran
 DeadLetterWriter = Callable[[DeadLetter, Receipt | None], Awaitable[None]]
+_SOURCE_CLOSE_TIMEOUT = 10.0  # seconds a source's aclose() may take
+
+
+class _OutputClosed(ChannelClosed):
+    """A dependent's channel refused an output: the pipeline is being torn down. Raised by
+    the runtime only; a handler that raises :class:`ChannelClosed` has failed, like any
+    handler that raises."""
+
+
+def _output_closed(exc: ChannelClosed) -> _OutputClosed:
+    error = _OutputClosed(str(exc))
+    error.__cause__ = exc
+    return error
 
 
 class NodeRuntime:
@@ -109,24 +124,32 @@ class NodeRuntime:
         finish = None if handler is None or self.node.cpu else getattr(handler.obj, "finish", None)
         if finish is None:
             return
+        rejections = collect_rejections()  # what finish() rejects is this node's dead letter
         try:
             result = finish()
             if inspect.isasyncgen(result):
                 async for item in result:
-                    await self.emit(item, None)
-                return
-            if inspect.isgenerator(result):
+                    await self._emit_finished(item, rejections)
+            elif inspect.isgenerator(result):
                 for item in result:
-                    await self.emit(item, None)
-                return
-            if inspect.isawaitable(result):
-                result = await result
-            if result is not None and not self.terminal:
-                await self.emit(result, None)
-        except ChannelClosed:
+                    await self._emit_finished(item, rejections)
+            else:
+                if inspect.isawaitable(result):
+                    result = await result
+                await self._emit_finished(result, rejections)
+        except _OutputClosed:
             raise
         except Exception as exc:
             await self._failed(exc, None, None, attempts=1)
+        finally:
+            if rejections:
+                await self._reject(rejections, None)
+
+    async def _emit_finished(self, item: Any, rejections: list[Rejection]) -> None:
+        if rejections:
+            await self._reject(rejections, None)
+        if item is not None and not self.terminal:
+            await self.emit(item, None)
 
     def stop_source(self) -> None:
         """Stop a source node gracefully: no more items are pulled; one already pulled is
@@ -182,24 +205,24 @@ class NodeRuntime:
                     envelope = (payload, receipt)
                 else:
                     envelope = (item, None)
-                for channel in outputs:
-                    if not channel.put_nowait(envelope):
-                        await channel.put(envelope)
+                try:
+                    for channel in outputs:
+                        if not channel.put_nowait(envelope):
+                            await channel.put(envelope)
+                except ChannelClosed as exc:
+                    raise _output_closed(exc) from None
                 stats.emitted += 1
             if rejections:
                 await self._reject(rejections, None)
-        except ChannelClosed:
+        except _OutputClosed:
             raise
         except Exception as exc:
             if rejections:
                 await self._reject(rejections, None)
             await self._failed(exc, None, None, attempts=1)
         finally:
-            aclose = getattr(source, "aclose", None)
             try:
-                if aclose is not None:
-                    async with asyncio.timeout(10):
-                        await aclose()
+                await self._close_source(source)
             finally:
                 # Not cancelled: a write under way has taken its letters off the list, and
                 # the source's close may have rejected more.
@@ -211,6 +234,33 @@ class NodeRuntime:
                     flusher.cancel()  # only if this task was cancelled while waiting
                     for channel in self.outputs:
                         channel.close_sender()
+
+    async def _close_source(self, source: Any) -> None:
+        """Close the source's iterator; a close that fails or hangs is a dead letter of the
+        node (and logged), not a failure of the run: what it produced has been sent."""
+        aclose = getattr(source, "aclose", None)
+        if aclose is None:
+            return
+        try:
+            async with asyncio.timeout(_SOURCE_CLOSE_TIMEOUT):
+                await aclose()
+        except Exception as exc:
+            hung = isinstance(exc, TimeoutError) and not str(exc)
+            reason = (
+                f"did not close within {_SOURCE_CLOSE_TIMEOUT:g} s"
+                if hung
+                else f"failed to close: {type(exc).__name__}: {exc}"
+            )
+            logger.error("node %r: source %s", self.name, reason, extra={"node": self.name})
+            letter = DeadLetter(
+                node=self.name,
+                error_type="SourceCloseTimeout" if hung else type(exc).__qualname__,
+                error_message=f"source {reason}",
+                payload=None,
+                traceback=None if hung else "".join(traceback.format_exception(exc)),
+            )
+            self.stats.dead_letters += 1
+            await self._dead_letter(letter, None)
 
     async def _flush_rejections(
         self, rejections: NotifyingRejections, source_done: asyncio.Event
@@ -315,9 +365,12 @@ class NodeRuntime:
             if receipt is not None:
                 receipt.fork(fan)
             envelope = (result, receipt)
-            for channel in outputs:
-                if not channel.put_nowait(envelope):
-                    await channel.put(envelope)
+            try:
+                for channel in outputs:
+                    if not channel.put_nowait(envelope):
+                        await channel.put(envelope)
+            except ChannelClosed as exc:
+                raise _output_closed(exc) from None
             stats.emitted += 1
             if receipt is not None:
                 receipt.settle(None)
@@ -411,13 +464,15 @@ class NodeRuntime:
                     else:
                         result = await self._call(payload, rejections)
                     break
-                except (HandlerSetupError, ChannelClosed):
+                except (HandlerSetupError, _OutputClosed):
                     raise  # not this message's fault: the node cannot run, or is torn down
                 except (Exception, asyncio.CancelledError) as caught:
                     exc = caught if isinstance(caught, Exception) else _not_ours(caught)
                     stats.errors += 1
                     if emitted or attempts > self.node.retries:
                         rejections.clear()  # the whole message is dead: forget its rejections
+                        if not emitted and self._isolates(payload):
+                            return await self._isolate(exc, payload, receipt, attempts)
                         await self._failed(exc, payload, receipt, attempts)
                         return None
                     stats.retries += 1
@@ -448,6 +503,103 @@ class NodeRuntime:
                 receipt.settle(Outcome.FILTERED, items=max(0, item_count(payload) - rejected))
             return None
         return list(result) if streams else [result]
+
+    # -- poison isolation --------------------------------------------------------------------
+
+    def _isolates(self, payload: Any) -> bool:
+        return self.node.isolate_failures and type(payload) is list and len(payload) > 1
+
+    async def _isolate(
+        self, exc: Exception, payload: list[Any], receipt: Receipt | None, attempts: int
+    ) -> list[Any] | None:
+        """Handle a failed list message in parts (see ``_isolation``); return its outputs
+        like :meth:`_process` does."""
+        logger.warning(
+            "node %r: a %d-item message failed after %d attempt(s) (%s: %s); handling it in "
+            "parts to find the failing items",
+            self.name,
+            len(payload),
+            attempts,
+            type(exc).__name__,
+            exc,
+            extra={"node": self.name},
+        )
+        failures = 0
+
+        async def failed(error: Exception, item: Any, index: int) -> None:
+            nonlocal failures
+            failures += 1
+            await self._item_failed(error, item, index, receipt, attempts)
+
+        parts = await bisect(payload, self._call_part, failed)
+        rejected = failures
+        for part in parts:
+            if part.rejections:
+                rejected += len(part.rejections)
+                await self._reject([_shift(r, part.offset) for r in part.rejections], receipt)
+        if not parts:
+            if receipt is not None:
+                receipt.settle(None)  # every item has its own dead letter (or skip)
+            return None
+        combined = _combine(parts, self._handler is not None and self._handler.streams)
+        if combined is _SEPARATE:
+            if self.terminal:
+                return self._outputs_of(None, payload, receipt, rejected)
+            return [part.result for part in parts if part.result is not None]
+        return self._outputs_of(combined, payload, receipt, rejected)
+
+    async def _call_part(self, part: list[Any]) -> tuple[Any, list[Rejection]]:
+        rejections: list[Rejection] = []
+        token = _rejections.set(rejections)
+        try:
+            if self._streams_on_loop:
+                result: Any = [out async for out in self._iterate(part)]
+            else:
+                result = await self._call(part, rejections)
+        except asyncio.CancelledError as exc:
+            raise _not_ours(exc) from None
+        finally:
+            _rejections.reset(token)
+        return result, rejections
+
+    async def _item_failed(
+        self, exc: Exception, item: Any, index: int, receipt: Receipt | None, attempts: int
+    ) -> None:
+        """One item of a message failed on its own: dead-letter (or skip) just that item."""
+        if self.node.on_error is ErrorPolicy.SKIP:
+            logger.warning(
+                "node %r: skipped item %d: %s: %s",
+                self.name,
+                index,
+                type(exc).__name__,
+                exc,
+                extra={"node": self.name},
+            )
+            self.stats.skipped += 1
+            if receipt is not None:
+                receipt.record(Outcome.SKIPPED, item, items=1)
+            return
+        letter = DeadLetter.from_exception(
+            self.name,
+            exc,
+            item,
+            attempts=attempts,
+            receipt_id=receipt.id if receipt else None,
+            origin=receipt.origin if receipt else None,
+            index=index,
+        )
+        logger.warning(
+            "node %r: dead-lettered item %d: %s: %s",
+            self.name,
+            index,
+            letter.error_type,
+            letter.error_message,
+            extra={"node": self.name},
+        )
+        self.stats.dead_letters += 1
+        await self._dead_letter(letter, receipt)
+        if receipt is not None:
+            receipt.record(Outcome.DEAD_LETTERED, item, items=1)
 
     async def _call(self, data: Any, rejections: list[Rejection]) -> Any:
         handler = self._handler
@@ -592,9 +744,12 @@ class NodeRuntime:
         if receipt is not None:
             receipt.fork(len(outputs))
         envelope = (item, receipt)
-        for channel in outputs:
-            if not channel.put_nowait(envelope):
-                await channel.put(envelope)
+        try:
+            for channel in outputs:
+                if not channel.put_nowait(envelope):
+                    await channel.put(envelope)
+        except ChannelClosed as exc:
+            raise _output_closed(exc) from None
         self.stats.emitted += 1
 
     async def _emit_settle(self, outputs: list[Any], receipt: Receipt | None) -> None:
@@ -602,6 +757,22 @@ class NodeRuntime:
             await self.emit(item, receipt)
         if receipt is not None:
             receipt.settle(None)
+
+
+_SEPARATE: Any = object()  # the parts' results go on as separate messages
+
+
+def _combine(parts: list[Part], streams: bool) -> Any:
+    """The parts' results as one result: a generator's outputs in order; list results
+    joined into one list; None if every part was filtered; else :data:`_SEPARATE`."""
+    if streams:
+        return [out for part in parts for out in part.result]
+    results = [part.result for part in parts if part.result is not None]
+    if not results:
+        return None
+    if all(type(result) is list for result in results):
+        return [item for result in results for item in result]
+    return _SEPARATE
 
 
 def _shift(rejection: Rejection, offset: int) -> Rejection:

@@ -198,7 +198,10 @@ async def test_retries_that_eventually_succeed_commit_once() -> None:
 
 async def test_message_failing_after_its_retries_is_dead_lettered() -> None:
     receipt, _ = await submit_one(
-        *chain(("boom", boom, {"retries": 1, "backoff": 0}), ("sink", Sink(), {})),
+        *chain(
+            ("boom", boom, {"retries": 1, "backoff": 0, "isolate_failures": False}),
+            ("sink", Sink(), {}),
+        ),
         [1, 2],
     )
     assert receipt.dead_lettered == 1

@@ -516,11 +516,13 @@ async def test_dead_letter_traceback_keeps_the_handlers_own_cause(parallel: bool
         parse_prices, [[1, 2, 3, 4]], parallel=parallel, chunks=2, timeout=TIMEOUT
     )
 
-    [letter] = run.dead_letters
-    assert letter.error_type == "ValueError"
-    assert letter.traceback is not None
-    assert "KeyError" in letter.traceback
-    assert "direct cause" in letter.traceback
+    # Every item fails on its own (poison isolation): each letter keeps the cause.
+    assert sorted(letter.index for letter in run.dead_letters) == [0, 1, 2, 3]
+    for letter in run.dead_letters:
+        assert letter.error_type == "ValueError"
+        assert letter.traceback is not None
+        assert "KeyError" in letter.traceback
+        assert "direct cause" in letter.traceback
 
 
 def drop_chunk(chunk: list[int]) -> None:
@@ -648,8 +650,9 @@ async def test_a_failed_chunk_leaves_no_cancellation_behind_on_the_node() -> Non
         chunk_handler, [["boom", "x"], ["cancel", "x"], ["a", "b"]], parallel=True, chunks=2
     )
 
-    assert run.outputs == [["a", "b"]]
+    # Poison isolation lets each message's good item through.
+    assert run.outputs == [["x"], ["x"], ["a", "b"]]
     assert [(d.error_type, d.payload) for d in run.dead_letters] == [
-        ("ValueError", ["boom", "x"]),
-        ("RuntimeError", ["cancel", "x"]),
+        ("ValueError", "boom"),
+        ("RuntimeError", "cancel"),
     ]

@@ -196,3 +196,11 @@ class FailingSetup(BaseHandler):
 def drop_chunk(chunk: list[Any]) -> None:
     """A filter for parallel=True nodes: drops every chunk."""
     return None
+
+
+def to_float32(batch: list[float]) -> list[float]:
+    """Fails for the whole batch when any value overflows float32 (as a model would)."""
+    for value in batch:
+        if abs(value) > 3.4e38:
+            raise OverflowError(f"{value!r} is too large for float32")
+    return [value * 2 for value in batch]

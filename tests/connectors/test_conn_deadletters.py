@@ -105,8 +105,8 @@ def refuse_all(batch: list[int]) -> list[int]:
     raise ValueError(f"refused {batch}")
 
 
-async def submit_three_times(db: Path, handler: Any, origin: str | None) -> None:
-    check = HandlerNode("check", handler)
+async def submit_three_times(db: Path, handler: Any, origin: str | None, **options: Any) -> None:
+    check = HandlerNode("check", handler, **options)
     async with SqliteDeadLetterSink(db) as sink:
         async with PipelineExecutor([check], dead_letter_sink=sink) as executor:
             for _ in range(3):
@@ -128,7 +128,7 @@ async def test_a_batch_sent_again_leaves_one_dead_letter_per_rejected_item(
 
 async def test_a_failed_message_sent_again_leaves_one_dead_letter(tmp_path: Path) -> None:
     db = tmp_path / "dead.db"
-    await submit_three_times(db, refuse_all, origin="batch-8")
+    await submit_three_times(db, refuse_all, origin="batch-8", isolate_failures=False)
     assert query(db, "SELECT node, item_index, origin FROM dead_letters") == [
         ("check", None, "batch-8")
     ]
@@ -136,7 +136,7 @@ async def test_a_failed_message_sent_again_leaves_one_dead_letter(tmp_path: Path
 
 async def test_without_an_origin_every_dead_letter_is_kept(tmp_path: Path) -> None:
     db = tmp_path / "dead.db"
-    await submit_three_times(db, refuse_all, origin=None)
+    await submit_three_times(db, refuse_all, origin=None, isolate_failures=False)
     assert query(db, "SELECT count(*), count(dedupe_key) FROM dead_letters") == [(3, 0)]
 
 
