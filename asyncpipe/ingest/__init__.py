@@ -19,6 +19,7 @@ from ._client import (
 )
 from ._records import (
     DEFAULT_CURRENCIES,
+    MAX_AMOUNT,
     Converted,
     client_records,
     cpf_digits,
@@ -30,6 +31,7 @@ from ._server import SERVICE_NAME, Ack, IngestServer, serve
 
 __all__ = [
     "DEFAULT_CURRENCIES",
+    "MAX_AMOUNT",
     "RETRYABLE",
     "SERVICE_NAME",
     "Ack",

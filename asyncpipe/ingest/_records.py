@@ -2,12 +2,15 @@
 
 The ingestion service checks each item on its own, so one bad item never costs the
 others: what fails a rule is listed in the reply (index + reason) and dead-lettered, the
-rest goes into the pipeline. The rules are the bank domain's:
+rest goes into the pipeline. A reason quotes the offending value, cut to a short prefix
+when it is long (a reply lists up to one reason per item: it must stay small whatever the
+items hold). The rules are the bank domain's:
 
 * ids are positive; dates are ISO ``YYYY-MM-DD`` and real days;
 * a CPF has 11 digits (punctuation allowed) with valid check digits, and is stored as
   its 11 digits;
-* a transaction's amount is a finite number >= 0 in a known currency (``currencies``);
+* a transaction's amount is a number within 0..:data:`MAX_AMOUNT` (so finite) in a known
+  currency (``currencies``);
 * a score is within 0..1000; income and credit limit are finite and >= 0.
 
 The records' keys are the columns of the demo's tables (``id``, ``client_id``, ``date``,
@@ -25,6 +28,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_CURRENCIES",
+    "MAX_AMOUNT",
     "Converted",
     "client_records",
     "cpf_digits",
@@ -34,6 +38,15 @@ __all__ = [
 ]
 
 DEFAULT_CURRENCIES = frozenset({"BRL", "USD", "EUR"})
+
+#: The largest amount a transaction may have, in its own currency: beyond it a value is a
+#: mistake or an attack (1e308 converts to infinity, 3.5e38 overflows a float32 column).
+MAX_AMOUNT = 1_000_000_000.0
+
+_AMOUNT_ABOVE = f"<= {MAX_AMOUNT:.0f}"
+
+#: How much of a bad value a reason quotes.
+QUOTED_CHARS = 40
 
 _NOT_DIGITS = str.maketrans("", "", ".-/ ")
 
@@ -46,6 +59,14 @@ class Converted:
     records: list[dict[str, Any]] = field(default_factory=list)
     indices: list[int] = field(default_factory=list)
     rejections: list[tuple[int, str]] = field(default_factory=list)
+
+
+def quoted(value: str) -> str:
+    """``repr(value)``, or of its first :data:`QUOTED_CHARS` characters when longer, then
+    ``… (N chars)``."""
+    if len(value) <= QUOTED_CHARS:
+        return repr(value)
+    return f"{value[:QUOTED_CHARS]!r}… ({len(value)} chars)"
 
 
 def cpf_digits(raw: str) -> str | None:
@@ -73,11 +94,11 @@ def is_valid_cpf(raw: str) -> bool:
 
 def _date_problem(value: str, name: str) -> str | None:
     if len(value) != 10 or value[4] != "-" or value[7] != "-":
-        return f"malformed {name} {value!r}: expected YYYY-MM-DD"
+        return f"malformed {name} {quoted(value)}: expected YYYY-MM-DD"
     try:
         datetime.date.fromisoformat(value)
     except ValueError:
-        return f"malformed {name} {value!r}: not a real day"
+        return f"malformed {name} {quoted(value)}: not a real day"
     return None
 
 
@@ -103,7 +124,7 @@ def client_records(items: Iterable[Any]) -> Converted:
         raw_cpf = c.cpf
         cpf = cpf_digits(raw_cpf)
         if cpf is None:
-            rejections.append((index, f"invalid CPF {raw_cpf!r}"))
+            rejections.append((index, f"invalid CPF {quoted(raw_cpf)}"))
             continue
         birth_date = c.birth_date
         problem = _date_problem(birth_date, "birth_date")
@@ -135,7 +156,6 @@ def transaction_records(
     out = Converted()
     records, indices, rejections = out.records, out.indices, out.rejections
     valid_dates: set[str] = set()
-    inf = math.inf
     for index, t in enumerate(items):
         transaction_id = t.id
         if transaction_id <= 0:
@@ -146,13 +166,17 @@ def transaction_records(
             rejections.append((index, f"invalid client_id {client_id}: must be > 0"))
             continue
         amount = t.amount
-        if not amount >= 0 or amount == inf:  # also catches NaN
-            rejections.append((index, f"invalid amount {amount!r}: must be a finite number >= 0"))
+        if not 0 <= amount <= MAX_AMOUNT:  # also catches NaN and infinities
+            bound = _AMOUNT_ABOVE if amount > 0 else ">= 0"
+            rejections.append(
+                (index, f"invalid amount {amount!r}: must be a finite number {bound}")
+            )
             continue
         currency = t.currency
         if currency not in currencies:
+            expected = sorted(currencies)
             rejections.append(
-                (index, f"unknown currency {currency!r}: expected one of {sorted(currencies)}")
+                (index, f"unknown currency {quoted(currency)}: expected one of {expected}")
             )
             continue
         date = t.date
@@ -189,7 +213,7 @@ def score_records(items: Iterable[Any]) -> Converted:
         raw_cpf = s.cpf
         cpf = cpf_digits(raw_cpf)
         if cpf is None:
-            rejections.append((index, f"invalid CPF {raw_cpf!r}"))
+            rejections.append((index, f"invalid CPF {quoted(raw_cpf)}"))
             continue
         score = s.score
         if not 0 <= score <= 1000:
