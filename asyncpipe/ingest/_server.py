@@ -9,10 +9,10 @@ in the pipeline's channel (faster, and a crash may lose it: the client cannot kn
 
 Status codes:
 
-* ``INVALID_ARGUMENT``: the batch as a whole is unacceptable (no ``batch_id``, more items
-  than ``max_batch_items``); nothing of it was taken. Invalid *items* are not errors: they
-  are listed in the reply's ``rejections`` (index + reason), dead-lettered, and the other
-  items proceed.
+* ``INVALID_ARGUMENT``: the batch as a whole is unacceptable (no ``batch_id`` or one longer
+  than :data:`MAX_BATCH_ID_CHARS`, more items than ``max_batch_items``); nothing of it was
+  taken. Invalid *items* are not errors: they are listed in the reply's ``rejections``
+  (index + reason, cut short when long), dead-lettered, and the other items proceed.
 * ``RESOURCE_EXHAUSTED``: the pipeline stayed saturated (``max_in_flight`` calls in
   flight, or its input channel full) until the client's deadline was about to pass;
   nothing of the batch was taken, send it again later.
@@ -42,15 +42,17 @@ from grpc_reflection.v1alpha import reflection
 from .._deadletter import DeadLetter
 from .._errors import PipelineAborted, PipelineClosed
 from .._executor import PipelineExecutor
-from .._receipt import Outcome, Receipt
+from .._receipt import Receipt
 from .._runner import install_signal_handlers
 from ._records import (
     DEFAULT_CURRENCIES,
     Converted,
     client_records,
+    quoted,
     score_records,
     transaction_records,
 )
+from ._replies import item_text, pipeline_outcome, response
 from .v1 import ingest_pb2 as pb
 from .v1 import ingest_pb2_grpc as pb_grpc
 
@@ -62,6 +64,8 @@ Ack = Literal["committed", "accepted"]
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["IngestionService"].full_name
 _MiB = 1024 * 1024
+#: The longest batch_id taken (it is echoed in the reply and kept with dead letters).
+MAX_BATCH_ID_CHARS = 128
 _REPLY_MARGIN = 0.05  # seconds kept back from the client's deadline to send the reply
 
 
@@ -243,10 +247,15 @@ class IngestServer:
         received = len(items)
         if self.require_batch_id and not batch_id:
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "batch_id is empty")
+        if len(batch_id) > MAX_BATCH_ID_CHARS:
+            raise _Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"batch_id {quoted(batch_id)} is too long: at most {MAX_BATCH_ID_CHARS} chars",
+            )
         if received > self.max_batch_items:
             raise _Refused(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"batch {batch_id!r} has {received} {kind_name}; "
+                f"batch {quoted(batch_id)} has {received} {kind_name}; "
                 f"the limit is {self.max_batch_items}",
             )
         if self.closing.is_set():
@@ -269,9 +278,10 @@ class IngestServer:
                 except PipelineAborted:
                     raise _Refused(
                         grpc.StatusCode.UNAVAILABLE,
-                        f"the pipeline stopped before batch {batch_id!r} was stored; send it again",
+                        f"the pipeline stopped before batch {quoted(batch_id)} was stored; "
+                        "send it again",
                     ) from None
-                rejections, failure, failed_items = _pipeline_outcome(receipt, converted, kind.node)
+                rejections, failure, failed_items = pipeline_outcome(receipt, converted, kind.node)
         finally:
             if receipt is not None:
                 assert self._slots is not None
@@ -283,21 +293,17 @@ class IngestServer:
         else:
             message = "stored" if not rejections else "stored; rejections listed"
         rejected = min(received, len(rejections) + failed_items)
-        # One constructor call: each attribute set on a protobuf message costs a lookup.
-        response = pb.IngestResponse(
+        reply = response(
             success=failure is None,
             message=message,
             batch_id=batch_id,
-            items_received=received,
-            items_processed=received - rejected,
-            items_rejected=rejected,
+            received=received,
+            rejected=rejected,
+            rejections=rejections,
+            budget=self.max_message_bytes // 2 - len(batch_id),
         )
-        if rejections:
-            response.rejections.extend(
-                pb.ItemRejection(index=index, reason=reason) for index, reason in rejections
-            )
-        response.processing_duration_seconds = time.perf_counter() - started
-        return response
+        reply.processing_duration_seconds = time.perf_counter() - started
+        return reply
 
     async def _submit(
         self, node: str, batch_id: str, records: list[dict[str, Any]], deadline: float | None
@@ -320,7 +326,7 @@ class IngestServer:
                 slots.release()
             raise _Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the pipeline is saturated: batch {batch_id!r} was not taken before the "
+                f"the pipeline is saturated: batch {quoted(batch_id)} was not taken before the "
                 f"deadline; send it again later",
             ) from None
         except PipelineClosed:
@@ -342,60 +348,11 @@ class IngestServer:
                 DeadLetter(
                     node=node,
                     error_type="Rejected",
-                    error_message=f"batch {batch_id!r} item {index}: {reason}",
-                    payload=_item_text(items[index]),
+                    error_message=f"batch {quoted(batch_id)} item {index}: {reason}",
+                    payload=item_text(items[index]),
                     index=index,
                 )
             )
-
-
-def _pipeline_outcome(
-    receipt: Receipt, converted: Converted, ingress: str
-) -> tuple[list[tuple[int, str]], str | None, int]:
-    """The batch's rejections (the intake's, then the pipeline nodes'), what failed as a
-    whole (None: nothing), and how many items that cost.
-
-    A rejection by the node the batch was submitted to carries a position in the
-    submitted records, mapped back to the request; a node further down sees messages of
-    its own shape, so its rejections are listed with index -1.
-    """
-    skipped = receipt.items[Outcome.SKIPPED]
-    if not receipt.dead_letters and not skipped:  # the usual case: nothing failed
-        return converted.rejections, None, 0  # already in index order
-    rejections = list(converted.rejections)
-    listed: set[tuple[int, str]] = set()  # a fan-out may report one item twice
-    failures: list[DeadLetter] = []
-    indices = converted.indices
-    rejected_letters = 0
-    for letter in receipt.dead_letters:
-        if letter.error_type != "Rejected":
-            failures.append(letter)
-            continue
-        rejected_letters += 1
-        index = letter.index
-        if letter.node == ingress and index is not None and 0 <= index < len(indices):
-            entry = (indices[index], f"{letter.node}: {letter.error_message}")
-        else:
-            entry = (-1, f"{letter.node}: {letter.error_message}")
-        if entry not in listed:
-            listed.add(entry)
-            rejections.append(entry)
-    rejections.sort()
-    if not failures and not skipped:
-        return rejections, None, 0
-    lost = receipt.items[Outcome.DEAD_LETTERED] - rejected_letters + skipped
-    failed_items = max(0, min(lost, len(converted.records) - len(listed)))
-    if failures:
-        first = failures[0]
-        failure = f"node {first.node!r}: {first.error_type}: {first.error_message}"
-    else:
-        failure = "dropped under on_error='skip'"
-    return rejections, failure, failed_items
-
-
-def _item_text(item: Any) -> str:
-    """An invalid item, for the dead-letter record (protobuf text format, one line)."""
-    return " ".join(str(item).split())
 
 
 class _Servicer(pb_grpc.IngestionServiceServicer):
