@@ -15,6 +15,7 @@ import datetime
 import gc
 import json
 import logging
+import math
 import resource
 import sqlite3
 import sys
@@ -118,8 +119,10 @@ def _rates(specs: list[str]) -> dict[str, float]:
             rate = float(value)
         except ValueError:
             rate = -1.0
-        if not sep or not code or not rate > 0:
-            raise ValueError(f"--rate {spec!r}: expected CUR=RATE with RATE > 0, e.g. USD=5.1")
+        if not sep or not code or not 0 < rate < math.inf:
+            raise ValueError(
+                f"--rate {spec!r}: expected CUR=RATE with RATE > 0 and finite, e.g. USD=5.1"
+            )
         rates[code.strip().upper()] = rate
     return rates
 

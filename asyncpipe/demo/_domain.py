@@ -15,21 +15,26 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ingest import cpf_digits
+from ..ingest import MAX_AMOUNT, cpf_digits
 
 __all__ = [
     "CATEGORIES",
     "INCOME_CATEGORY",
     "KEYWORDS",
+    "MAX_AMOUNT",
+    "MAX_AMOUNT_BRL",
     "RATES",
     "ClientState",
     "Totals",
+    "amount_problem",
     "classify",
     "cents",
+    "convert",
     "normalize_address",
     "normalize_client",
     "normalize_text",
     "profile",
+    "score_problem",
 ]
 
 #: The seed's categories, in its order.
@@ -65,6 +70,15 @@ _CATEGORY_OF = {word: category for category, words in KEYWORDS.items() for word 
 
 #: BRL per unit of each currency (configurable with ``--rate USD=5.1``).
 RATES: dict[str, float] = {"BRL": 1.0, "USD": 5.0, "EUR": 5.5}
+
+# MAX_AMOUNT (from the gRPC intake, 1e9): the largest amount of money, in its own
+# currency, the demo accepts too. A finite but huge amount (3.5e38, 1e308) is a poison:
+# the risk model works in float32 (max ~3.4e38) and raises for its whole batch, and the
+# integer cents of 1e308 x rate overflow. Such an amount is rejected with its reason
+# instead, wherever it came from (database, inbox, timer, gRPC).
+#: The largest converted amount: below ~1e13 a float still holds every cent (its spacing
+#: there is 0.002), so cent sums stay exact. Only an extreme ``--rate`` gets near it.
+MAX_AMOUNT_BRL = 10_000_000_000_000.0
 
 _STREET_TYPES = {"RUA": "R.", "AVENIDA": "AV.", "PRACA": "PCA."}
 
@@ -123,6 +137,47 @@ def amount_brl(amount: float, currency: str, rates: Mapping[str, float]) -> floa
     if rate is None:
         return None
     return round(amount * rate, 2) if rate != 1.0 else round(amount, 2)
+
+
+def amount_problem(amount: object, name: str = "amount", limit: float = MAX_AMOUNT) -> str | None:
+    """Why ``amount`` is not an amount of money the demo can process, or None: it must be
+    a number (not a bool), finite, and within ``0..limit``."""
+    if isinstance(amount, bool) or not isinstance(amount, int | float):
+        return f"{name} {amount!r} is not a number"
+    if isinstance(amount, float) and not math.isfinite(amount):
+        return f"{name} {amount!r} is not finite"
+    if not 0 <= amount <= limit:  # ints of any size compare fine (no float overflow)
+        return f"{name} {amount!r} outside 0..{_short(limit)}"
+    return None
+
+
+def _short(number: float) -> str:
+    """1e9 rather than 1e+09 or 1000000000.0."""
+    mantissa, e, exponent = f"{number:g}".partition("e")
+    return f"{mantissa}e{int(exponent)}" if e else mantissa
+
+
+def convert(record: Mapping[str, Any], rates: Mapping[str, float]) -> float | str:
+    """A transaction's ``amount_brl``, or the reason it cannot be converted (an amount
+    out of range, an unknown currency, a converted amount out of range)."""
+    amount = record["amount"]
+    problem = amount_problem(amount)
+    if problem is not None:
+        return problem
+    brl = amount_brl(amount, record["currency"], rates)
+    if brl is None:
+        return f"unknown currency {record['currency']!r}"
+    return amount_problem(brl, "amount_brl", MAX_AMOUNT_BRL) or brl
+
+
+def score_problem(record: Mapping[str, Any]) -> str | None:
+    """Why a score record's money fields cannot be used, or None (empty ones may be)."""
+    for name in ("monthly_income", "credit_limit"):
+        if record[name] is not None:
+            problem = amount_problem(record[name], name)
+            if problem is not None:
+                return problem
+    return None
 
 
 # -- per-client state and results ----------------------------------------------------------

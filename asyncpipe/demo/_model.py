@@ -15,8 +15,8 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._handler import BaseHandler
-from ._domain import CATEGORIES
+from .._handler import BaseHandler, reject
+from ._domain import CATEGORIES, MAX_AMOUNT_BRL, amount_problem
 
 __all__ = ["RiskModel", "features", "train"]
 
@@ -81,7 +81,12 @@ def train(seed: int, samples: int = 6000) -> bytes:
 
 class RiskModel(BaseHandler):
     """Sets ``suspicious`` (0/1) on each transaction of a batch. Meant for ``cpu=True``:
-    the model is unpickled once per worker process, in ``setup()``."""
+    the model is unpickled once per worker process, in ``setup()``.
+
+    A transaction whose ``amount_brl`` is not a finite number within
+    ``0..MAX_AMOUNT_BRL`` is dead-lettered, not predicted: the tree works in float32 and
+    one value past its range (~3.4e38) would fail the whole batch. (The converter
+    upstream already rejects those; this keeps the model safe wherever it is used.)"""
 
     def __init__(self, model: bytes) -> None:
         self.model_bytes = model
@@ -91,9 +96,17 @@ class RiskModel(BaseHandler):
         self.model = pickle.loads(self.model_bytes)  # noqa: S301 - our own bytes
         logger.info("risk model loaded in process %d", os.getpid())
 
-    def handle(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if not batch:
-            return batch
+    def handle(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        fit = []
+        for index, record in enumerate(batch):
+            problem = amount_problem(record["amount_brl"], "amount_brl", MAX_AMOUNT_BRL)
+            if problem is None:
+                fit.append(record)
+            else:
+                reject(record, problem, index=index)
+        if not fit:
+            return None
+        batch = fit
         flags = self.model.predict(features(batch))
         for record, flag in zip(batch, flags, strict=True):
             record["suspicious"] = int(flag)

@@ -24,12 +24,13 @@ from ._data import SCORE_FIELDS, SCORE_TYPES, TXT_FIELDS, TXT_TYPES, inbox_path,
 from ._domain import (
     ClientState,
     Totals,
-    amount_brl,
     classify,
+    convert,
     global_metrics,
     normalize_client,
     profile,
     recent_window,
+    score_problem,
 )
 from ._model import RiskModel
 from ._pipeline import SCHEMAS, DemoConfig
@@ -78,7 +79,7 @@ def compute(config: DemoConfig, model: bytes) -> Expected:
     scores: dict[str, dict[str, Any]] = {}
     for record in _inbox_scores(config, dead):
         cpf = cpf_digits(str(record["cpf"] or ""))
-        if cpf is None:
+        if cpf is None or score_problem(record) is not None:
             dead["scores"] += 1
         else:
             scores[cpf] = {**record, "cpf": cpf}
@@ -91,8 +92,8 @@ def compute(config: DemoConfig, model: bytes) -> Expected:
 
     converted = []
     for record in history + new:
-        brl = amount_brl(record["amount"], record["currency"], config.rates)
-        if brl is None:
+        brl = convert(record, config.rates)
+        if isinstance(brl, str):
             dead["convert"] += 1
         else:
             converted.append({**record, "amount_brl": brl})

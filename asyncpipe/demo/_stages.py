@@ -14,12 +14,13 @@ from ._data import Scale, timer_batch
 from ._domain import (
     ClientState,
     Totals,
-    amount_brl,
     classify,
+    convert,
     global_metrics,
     normalize_client,
     profile,
     recent_window,
+    score_problem,
 )
 
 __all__ = [
@@ -58,7 +59,10 @@ class Classifier(BaseHandler):
 
 
 class CurrencyConverter(BaseHandler):
-    """``amount_brl`` from the rate table; an unknown currency is a dead letter."""
+    """``amount_brl`` from the rate table. Dead letters: an unknown currency, an amount
+    that is not a finite number within ``0..MAX_AMOUNT`` (a huge one would fail the risk
+    model for its whole batch), a converted amount past ``MAX_AMOUNT_BRL``. Every
+    transaction passes here, whether from the database, the inbox, the timer or gRPC."""
 
     def __init__(self, rates: Mapping[str, float]) -> None:
         self.rates = dict(rates)
@@ -67,9 +71,9 @@ class CurrencyConverter(BaseHandler):
         out = []
         rates = self.rates
         for index, record in enumerate(batch):
-            brl = amount_brl(record["amount"], record["currency"], rates)
-            if brl is None:
-                reject(record, f"unknown currency {record['currency']!r}", index=index)
+            brl = convert(record, rates)
+            if isinstance(brl, str):
+                reject(record, brl, index=index)
                 continue
             # A new dict: the message may be shared with other dependents (fan-out).
             out.append({**record, "amount_brl": brl})
@@ -77,14 +81,16 @@ class CurrencyConverter(BaseHandler):
 
 
 class ScoreCheck(BaseHandler):
-    """Scores: the CPF validated and kept as its 11 digits (invalid: dead letter)."""
+    """Scores: the CPF validated and kept as its 11 digits; income and credit limit, when
+    given, finite numbers within ``0..MAX_AMOUNT`` (else: dead letter with the reason)."""
 
     def handle(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
         out = []
         for index, record in enumerate(batch):
             cpf = cpf_digits(str(record["cpf"] or ""))
-            if cpf is None:
-                reject(record, "invalid CPF", index=index)
+            problem = "invalid CPF" if cpf is None else score_problem(record)
+            if problem is not None:
+                reject(record, problem, index=index)
                 continue
             record["cpf"] = cpf
             out.append(record)
