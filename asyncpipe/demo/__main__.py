@@ -32,6 +32,7 @@ from .._executor import PipelineExecutor
 from .._runner import install_signal_handlers, run
 from ..ingest import IngestServer, serve
 from ._data import Scale, generate
+from ._dedupe import DEDUPE_IDS
 from ._domain import RATES
 from ._model import train
 from ._pipeline import DemoConfig, build_pipeline, reset_outputs
@@ -86,6 +87,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--serve",
         action="store_true",
         help="keep running with the gRPC service and the inbox watcher until Ctrl-C, then drain",
+    )
+    parser.add_argument(
+        "--dedupe-ids",
+        type=_positive,
+        default=DEDUPE_IDS,
+        help="distinct transaction ids remembered so a resent one counts once; a resend "
+        f"after that many others counts twice (default {DEDUPE_IDS:,}, ~74 bytes each)",
     )
     parser.add_argument("--port", type=int, default=50051, help="gRPC port with --serve")
     parser.add_argument("--host", default="127.0.0.1", help="gRPC address with --serve")
@@ -148,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rates=args.rates,
         serve=args.serve,
         max_workers=args.workers,
+        dedupe_ids=args.dedupe_ids,
     )
     started = time.perf_counter()
     with console.status("generating input data (Faker pt_BR)..."):

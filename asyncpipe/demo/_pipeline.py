@@ -22,6 +22,7 @@ from ..connectors import (
     TimerTrigger,
 )
 from ._data import SCORE_TYPES, TIMER_RUNS, TXT_FIELDS, TXT_TYPES, Scale, inbox_path
+from ._dedupe import DEDUPE_IDS
 from ._domain import RATES
 from ._model import RiskModel
 from ._stages import (
@@ -97,6 +98,9 @@ class DemoConfig:
     #: Shuffle the order data arrives in (database rows, which source starts first):
     #: the results must not change. None: ids in order.
     arrival_seed: int | None = None
+    #: How many distinct transaction ids the aggregator remembers to count a resent
+    #: transaction once (bounded memory, see ``RecentIds``).
+    dedupe_ids: int = DEDUPE_IDS
 
     @property
     def out(self) -> Path:
@@ -209,7 +213,10 @@ def build_pipeline(
     convert = HandlerNode("convert", CurrencyConverter(config.rates), [history_db, classify])
     risk = HandlerNode("risk", risk_model(model), [convert], cpu=True)
     aggregate = HandlerNode(
-        "aggregate", Aggregator(config.scale.as_of), [normalize, scores, risk], capacity=256
+        "aggregate",
+        Aggregator(config.scale.as_of, dedupe_ids=config.dedupe_ids),
+        [normalize, scores, risk],
+        capacity=256,
     )
     profiles = HandlerNode("profiles", Select("profiles"), [aggregate])
     metrics = HandlerNode("metrics", Select("metrics"), [aggregate])

@@ -11,6 +11,7 @@ from typing import Any
 from .._handler import BaseHandler, reject
 from ..ingest import cpf_digits
 from ._data import Scale, timer_batch
+from ._dedupe import DEDUPE_IDS, RecentIds
 from ._domain import (
     ClientState,
     Totals,
@@ -116,17 +117,27 @@ class Aggregator(BaseHandler):
     After each message it emits ``("profiles", rows)`` for the clients it changed (so a
     transaction ingested over gRPC updates its client's profile before the reply), every
     ``metrics_every`` seconds ``("metrics", rows)``, and both once more when the input
-    ends. A transaction id seen before is not counted again (a retried batch).
+    ends.
+
+    A transaction id seen before is not counted again (a retried batch), within a bounded
+    window: the last ``dedupe_ids`` distinct ids (:class:`RecentIds`), so memory stays
+    bounded; a resend arriving after its id was forgotten counts twice. The *first*
+    version of a resent transaction is the one counted, while the ``transactions`` sink
+    upserts and keeps the *last*: a resend with a changed amount leaves the profile and
+    the stored row disagreeing (as does the reference, which keeps the last). Left as is:
+    a later issue replaces this in-memory state with durable keyed state.
     """
 
-    def __init__(self, as_of: str, metrics_every: float = 1.0) -> None:
+    def __init__(
+        self, as_of: str, metrics_every: float = 1.0, dedupe_ids: int = DEDUPE_IDS
+    ) -> None:
         self.as_of = as_of
         self.recent_from, _ = recent_window(datetime.date.fromisoformat(as_of))
         self.metrics_every = metrics_every
         self.clients: dict[int, ClientState] = {}
         self.scores: dict[str, dict[str, Any]] = {}  # by CPF
         self.clients_of_cpf: dict[str, set[int]] = {}  # a CPF may be on several clients
-        self.seen: set[int] = set()
+        self.seen = RecentIds(dedupe_ids)
         self.totals = Totals()
         self._metrics_at = time.monotonic()
 
@@ -141,9 +152,8 @@ class Aggregator(BaseHandler):
         if batch and "amount_brl" in batch[0]:
             recent_from, as_of, seen = self.recent_from, self.as_of, self.seen
             for tx in batch:
-                if tx["id"] in seen:
+                if not seen.add(tx["id"]):
                     continue
-                seen.add(tx["id"])
                 self._state(tx["client_id"]).add(tx, recent_from, as_of)
                 self.totals.add(tx)
                 changed.add(tx["client_id"])
