@@ -88,8 +88,14 @@ class DemoProcess:
     async def terminate(self, timeout: float = 30.0) -> tuple[int | None, float]:
         """SIGTERM; (exit code, seconds to exit) -- code None when it did not exit in
         ``timeout`` (it is then killed)."""
-        started = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
+        return await self.wait(timeout)
+
+    async def wait(self, timeout: float = 30.0) -> tuple[int | None, float]:
+        """Wait for it to exit (no signal: a second SIGTERM would abort its drain);
+        (exit code, seconds waited) -- code None when it did not exit in ``timeout`` (it is
+        then killed)."""
+        started = time.monotonic()
         try:
             await asyncio.to_thread(self.proc.communicate, timeout=timeout)
         except subprocess.TimeoutExpired:
