@@ -271,16 +271,25 @@ class PipelineExecutor:
         await self._closed.wait()
 
     def stop(self) -> None:
-        """Stop intake and let everything in flight drain (returns at once)."""
-        if self._state is ExecutorState.RUNNING:
+        """Stop intake and let everything in flight drain (returns at once; not awaited).
+
+        Called before the run has started, the run starts stopped: it drains at once.
+        """
+        if self._state is ExecutorState.CREATED:
+            self._stop_requested.set()  # kept for the run about to start
+        elif self._state is ExecutorState.RUNNING:
             self._state = ExecutorState.STOPPING
             self._intake_open = False  # refuse submit() from now on
             self._stop_requested.set()
 
     def abort(self) -> None:
         """Cancel everything now; outstanding receipts fail with PipelineAborted and
-        worker processes are killed. Does nothing once the pipeline is closed."""
-        if self._state in (ExecutorState.CREATED, ExecutorState.CLOSED):
+        worker processes are killed. Does nothing once the pipeline is closed; called
+        before the run has started, the run raises PipelineAborted at once."""
+        if self._state is ExecutorState.CREATED:
+            self._abort_requested = True  # kept for the run about to start
+            return
+        if self._state is ExecutorState.CLOSED:
             return
         if self._cleaning:
             # Already past the drain: cut the teardowns short and kill the workers.
@@ -300,7 +309,9 @@ class PipelineExecutor:
                 f"this PipelineExecutor is {self._state}; an executor runs once, "
                 "create a new one to run the pipeline again"
             )
-        self._state = ExecutorState.RUNNING
+        self._state = (
+            ExecutorState.STOPPING if self._stop_requested.is_set() else ExecutorState.RUNNING
+        )
 
     async def _execute(
         self, *, close_when_sources_done: bool, handle_signals: bool = False
@@ -309,6 +320,8 @@ class PipelineExecutor:
         remove_signals = install_signal_handlers(self.stop, self.abort) if handle_signals else None
         drained = False
         try:
+            if self._abort_requested:
+                raise PipelineAborted("pipeline aborted before it started")
             await self._open_dead_letter_sink()
             await self._setup_handlers()
             for name, runtime in self._runtimes.items():
@@ -350,6 +363,13 @@ class PipelineExecutor:
                 raise PipelineAborted("pipeline aborted") from None
             raise
         except BaseExceptionGroup as group_error:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Cancelled (or aborted) while some node failed on its way down, e.g. its
+                # output channel was torn down under it: the cancellation is what happened.
+                if self._abort_requested and task.uncancel() == 0:
+                    raise PipelineAborted("pipeline aborted") from None
+                raise asyncio.CancelledError from None
             # The leaf keeps its own __cause__ (e.g. the handler's exception).
             raise _unwrap(group_error)  # noqa: B904
         finally:
@@ -362,7 +382,7 @@ class PipelineExecutor:
             for receipt in list(self._receipts):
                 receipt.abort("the pipeline stopped before this message was done")
             try:
-                await self._cleanup(graceful=drained)
+                await self._cleanup_to_the_end(graceful=drained)
             finally:
                 if remove_signals is not None:
                     remove_signals()
@@ -441,6 +461,26 @@ class PipelineExecutor:
             + [pool.start() for pool in self._pools],
             "asyncpipe:setup",
         )
+
+    async def _cleanup_to_the_end(self, *, graceful: bool) -> None:
+        """Run :meth:`_cleanup` to its end even if this task is cancelled again meanwhile
+        (each teardown has its own deadline, and abort() cuts them short); then let that
+        cancellation through."""
+        cleanup = asyncio.create_task(self._cleanup(graceful=graceful), name="asyncpipe:cleanup")
+        cancelled = False
+        while True:
+            try:
+                await asyncio.shield(cleanup)
+            except asyncio.CancelledError:
+                if cleanup.cancelled():
+                    raise
+                if not cleanup.done():
+                    cancelled = True
+                    continue
+            break
+        if cancelled:
+            raise asyncio.CancelledError
+        cleanup.result()
 
     async def _cleanup(self, *, graceful: bool) -> None:
         if not graceful:

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 Envelope = tuple[Any, Receipt | None]
 _STREAMED: Any = object()  # a generator's outputs were emitted while it ran
 DeadLetterWriter = Callable[[DeadLetter, Receipt | None], Awaitable[None]]
+Emit = Callable[[Any, Receipt | None], Awaitable[None]]
 _SOURCE_CLOSE_TIMEOUT = 10.0  # seconds a source's aclose() may take
 
 
@@ -288,7 +289,7 @@ class NodeRuntime:
                 payload, receipt = await get()
             except EndOfStream:
                 return
-            outputs = await process(payload, receipt, True)
+            outputs = await process(payload, receipt, self.emit)
             if outputs is not None:
                 await self._emit_settle(outputs, receipt)
 
@@ -335,7 +336,7 @@ class NodeRuntime:
             except (Exception, asyncio.CancelledError) as caught:
                 stats.busy -= 1
                 failure = caught if isinstance(caught, Exception) else _not_ours(caught)
-                more = await self._process(payload, receipt, True, failure)
+                more = await self._process(payload, receipt, self.emit, failure)
                 if more is not None:
                     await self._emit_settle(more, receipt)
                 continue
@@ -377,40 +378,63 @@ class NodeRuntime:
 
     async def _ordered(self) -> None:
         # Up to `workers` messages are processed concurrently by per-message tasks; this
-        # task awaits them in arrival order and emits their outputs in that order.
+        # task takes them in arrival order and emits their outputs in that order. A
+        # generator's outputs stream through a bounded channel of their own message, so
+        # one message that expands into millions of outputs is never held whole.
         assert self.inbox is not None
         inbox = self.inbox
         running = asyncio.Semaphore(self.workers)
-        in_order: Channel[tuple[asyncio.Task[list[Any] | None], Receipt | None]]
+        streams = self._streams_on_loop
+        in_order: Channel[tuple[asyncio.Task[list[Any] | None], Receipt | None, Any]]
         in_order = Channel(self.workers, f"{self.name}:in-order")
 
         async def dispatch(group: asyncio.TaskGroup) -> None:
             try:
                 async for payload, receipt in inbox:
                     await running.acquire()
+                    streamed = Channel[Envelope](self.node.capacity, self.name) if streams else None
                     task = group.create_task(
-                        self._process_isolated(payload, receipt, running),
+                        self._process_isolated(payload, receipt, running, streamed),
                         name=f"asyncpipe:{self.name}:message",
                     )
-                    await in_order.put((task, receipt))
+                    await in_order.put((task, receipt, streamed))
             finally:
                 in_order.close()
 
         async with asyncio.TaskGroup() as group:
             group.create_task(dispatch(group), name=f"asyncpipe:{self.name}:dispatch")
-            async for task, receipt in in_order:
+            async for task, receipt, streamed in in_order:
+                if streamed is not None:
+                    async for envelope in streamed:
+                        await self._forward(envelope)
                 outputs = await task
                 if outputs is not None:
                     await self._emit_settle(outputs, receipt)
 
     async def _process_isolated(
-        self, payload: Any, receipt: Receipt | None, running: asyncio.Semaphore
+        self,
+        payload: Any,
+        receipt: Receipt | None,
+        running: asyncio.Semaphore,
+        streamed: Channel[Envelope] | None,
     ) -> list[Any] | None:
+        fan = len(self.outputs)
+
+        async def emit(item: Any, receipt: Receipt | None) -> None:
+            # Forked now, sent on by _ordered (_forward): the message's own settle may
+            # come before its outputs leave this node, never before they are counted.
+            if receipt is not None:
+                receipt.fork(fan)
+            assert streamed is not None
+            await streamed.put((item, receipt))
+
         try:
             collect_rejections()
-            return await self._process(payload, receipt, False)
+            return await self._process(payload, receipt, None if streamed is None else emit)
         finally:
             running.release()
+            if streamed is not None:
+                streamed.close()
 
     # -- processing one message ------------------------------------------------------------
 
@@ -418,15 +442,15 @@ class NodeRuntime:
         self,
         payload: Any,
         receipt: Receipt | None,
-        stream: bool,
+        emit: Emit | None,
         failure: Exception | None = None,
     ) -> list[Any] | None:
         """Handle one message with retries and the error policy.
 
         Returns the outputs still to emit, or None when the message already reached its end
         (committed by a terminal node, filtered, dead-lettered, skipped); in that case its
-        receipt has been settled. With ``stream`` true, generator outputs are emitted as
-        they are produced and ``[]`` is returned. ``failure`` is the error of a first
+        receipt has been settled. With ``emit``, generator outputs are given to it as they
+        are produced and ``[]`` is returned. ``failure`` is the error of a first
         attempt already made (by the fast loop), to be handled as such.
         """
         stats = self.stats
@@ -452,12 +476,12 @@ class NodeRuntime:
                     elif self._streams_on_loop:
                         result = []
                         async for out in self._iterate(payload):
-                            if stream:
+                            if emit is not None:
                                 emitted += 1
-                                await self.emit(out, receipt)
+                                await emit(out, receipt)
                             else:
                                 result.append(out)
-                        if stream:
+                        if emit is not None:
                             result = _STREAMED if emitted else None
                     elif self.node.parallel:
                         result = await self._call_chunks(payload, rejections)
@@ -746,6 +770,16 @@ class NodeRuntime:
         envelope = (item, receipt)
         try:
             for channel in outputs:
+                if not channel.put_nowait(envelope):
+                    await channel.put(envelope)
+        except ChannelClosed as exc:
+            raise _output_closed(exc) from None
+        self.stats.emitted += 1
+
+    async def _forward(self, envelope: Envelope) -> None:
+        """Send an output whose receipt was forked already to every dependent."""
+        try:
+            for channel in self.outputs:
                 if not channel.put_nowait(envelope):
                     await channel.put(envelope)
         except ChannelClosed as exc:

@@ -25,6 +25,10 @@ async def gather_or_first_error(
     if len(coros) <= 1:
         return [await c for c in coros]
     tasks = [asyncio.create_task(c, name=f"{name}:{i}") for i, c in enumerate(coros)]
+    for task in tasks:
+        # If the caller is cancelled, the errors are not raised: they must still count as
+        # seen, or asyncio logs "Task exception was never retrieved" for each.
+        task.add_done_callback(_retrieve)
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     finally:
@@ -37,3 +41,8 @@ async def gather_or_first_error(
     if errors:
         raise errors[0]
     return [t.result() for t in tasks]
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -7,7 +7,9 @@ import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
-from asyncpipe import HandlerNode, PipelineClosed, PipelineExecutor, Receipt
+import pytest
+
+from asyncpipe import HandlerNode, PipelineAborted, PipelineClosed, PipelineExecutor, Receipt
 from asyncpipe.testing import CollectingSink
 
 TIMEOUT = 10  # seconds; a bound for awaits that would otherwise hang
@@ -215,3 +217,32 @@ async def test_unordered_workers_deliver_every_message_exactly_once() -> None:
 
     assert len(sink.items) == 1000
     assert sorted(sink.items) == list(range(1000))
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
+async def test_a_generator_expanding_one_message_is_held_back_by_a_slow_consumer(
+    ordered: bool,
+) -> None:
+    produced = 0
+
+    def expand(n: int) -> Iterator[int]:
+        nonlocal produced
+        for i in range(n):
+            produced += 1
+            yield i
+
+    gate = Gated()
+    source = HandlerNode("source", [1_000_000, 1_000_000])
+    work = HandlerNode("expand", expand, [source], workers=2, ordered=ordered, capacity=4)
+    out = HandlerNode("out", gate, [work], capacity=4)
+    executor = PipelineExecutor([source], [work, out])
+    run = asyncio.create_task(executor.run())
+    await asyncio.wait_for(gate.arrived.wait(), TIMEOUT)
+    await let_others_run()
+
+    # Two messages in flight, each buffering at most its own channel's capacity (ordered)
+    # beside the consumer's channel and the item being handed over.
+    assert produced <= 2 * (4 + 1) + 4 + 2
+    executor.abort()
+    with pytest.raises(PipelineAborted):
+        await asyncio.wait_for(run, TIMEOUT)

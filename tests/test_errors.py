@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,14 +12,20 @@ import pytest
 
 from asyncpipe import (
     BaseHandler,
+    ChannelClosed,
     DeadLetter,
     DeadLetterSink,
     HandlerError,
     HandlerNode,
+    PipelineAborted,
+    PipelineClosed,
     PipelineExecutor,
+    _node,
     reject,
 )
 from asyncpipe.testing import CollectingSink, run_handler, run_pipeline
+
+TIMEOUT = 10  # seconds; a bound for awaits that would otherwise hang
 
 
 class Unlucky(Exception):
@@ -333,3 +340,169 @@ async def test_source_rejections_being_written_when_the_source_ends_are_not_lost
     await run_pipeline([source], [out], dead_letter_sink=letters, timeout=10)
 
     assert [d.payload for d in letters.letters] == ["a", "b"]
+
+
+# -- a handler's exception is a handler error, whatever its type ----------------------------
+
+
+@pytest.mark.parametrize("error", [PipelineClosed, ChannelClosed])
+async def test_a_handler_raising_a_closed_error_is_retried_and_dead_lettered(
+    error: type[Exception],
+) -> None:
+    # e.g. a handler forwarding with another pipeline's submit() after that one stopped
+    def forward(message: int) -> int:
+        raise error("the other pipeline is not accepting input")
+
+    run = await run_handler(forward, [1, 2], retries=1, backoff=0)
+
+    assert [(d.error_type, d.payload, d.attempts) for d in run.dead_letters] == [
+        (error.__name__, 1, 2),
+        (error.__name__, 2, 2),
+    ]
+    assert run.metrics["handler"].errors == 4
+    assert run.metrics["handler"].retries == 2
+
+
+async def test_a_generator_handler_raising_pipeline_closed_is_dead_lettered() -> None:
+    def expand(message: int) -> Any:
+        yield message
+        raise PipelineClosed("gone")
+
+    sink = CollectingSink()
+    source = HandlerNode("source", [1, 2])
+    node = HandlerNode("expand", expand, [source], workers=2)
+    out = HandlerNode("sink", sink, [node])
+    executor = await run_pipeline([source], [node, out], timeout=TIMEOUT)
+
+    assert sorted(sink.items) == [1, 2]
+    assert [d.error_type for d in executor.dead_letters] == ["PipelineClosed"] * 2
+
+
+async def test_a_source_raising_channel_closed_is_dead_lettered_and_the_run_ends() -> None:
+    async def source() -> AsyncIterator[int]:
+        yield 1
+        raise ChannelClosed("upstream queue closed")
+
+    sink = CollectingSink()
+    executor = await run_pipeline(
+        [src := HandlerNode("source", source)], [HandlerNode("sink", sink, [src])]
+    )
+
+    assert sink.items == [1]
+    assert [d.error_type for d in executor.dead_letters] == ["ChannelClosed"]
+
+
+# -- a source's close ------------------------------------------------------------------------
+
+
+async def endless_with_close(close: str) -> AsyncIterator[int]:
+    i = 0
+    try:
+        while True:
+            yield i
+            i += 1
+    finally:
+        if close == "hang":
+            await asyncio.Event().wait()
+        elif close == "fail":
+            raise RuntimeError("could not release the cursor")
+
+
+@pytest.mark.parametrize("close", ["hang", "fail"])
+async def test_a_source_whose_close_hangs_or_fails_still_stops_gracefully(
+    close: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_node, "_SOURCE_CLOSE_TIMEOUT", 0.05)
+    sink = CollectingSink()
+    source = HandlerNode("source", lambda: endless_with_close(close))
+    executor = PipelineExecutor([source], [HandlerNode("sink", sink, [source])])
+    run = asyncio.create_task(executor.run())
+    await asyncio.wait_for(sink.wait_for(3), TIMEOUT)
+
+    executor.stop()
+    await asyncio.wait_for(run, TIMEOUT)  # no exception: the stop stayed graceful
+
+    metrics = executor.metrics()
+    assert metrics["source"].emitted == metrics["sink"].committed
+    [letter] = executor.dead_letters
+    assert letter.node == "source"
+    if close == "hang":
+        assert letter.error_message == "source did not close within 0.05 s"
+    else:
+        assert letter.error_type == "RuntimeError"
+        assert "could not release the cursor" in letter.error_message
+
+
+# -- reject() in finish() --------------------------------------------------------------------
+
+
+class PairUp(BaseHandler):
+    """Pairs messages; what is left unpaired at the end is rejected by finish()."""
+
+    def __init__(self) -> None:
+        self.waiting: list[int] = []
+
+    def handle(self, message: int) -> tuple[int, int] | None:
+        self.waiting.append(message)
+        if len(self.waiting) == 2:
+            first, second = self.waiting
+            self.waiting = []
+            return first, second
+        return None
+
+    def finish(self) -> str:
+        for left in self.waiting:
+            reject(left, "no partner")
+        return "done"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_reject_in_finish_is_a_dead_letter_of_the_node(workers: int) -> None:
+    run = await run_handler(PairUp(), [1, 2, 3], workers=workers)
+
+    assert run.outputs == [(1, 2), "done"]
+    assert [(d.node, d.error_type, d.payload, d.error_message) for d in run.dead_letters] == [
+        ("handler", "Rejected", 3, "no partner")
+    ]
+
+
+# -- parallel chunks under abort ---------------------------------------------------------------
+
+
+async def test_chunks_failing_as_an_abort_cancels_them_leave_no_unretrieved_exception() -> None:
+    running: list[str] = []
+    both_running = asyncio.Event()
+
+    async def chunk_handler(chunk: list[str]) -> list[str]:
+        running.extend(chunk)
+        if len(running) == 2:
+            both_running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise Unlucky("cleanup failed") from None  # fails while being cancelled
+        return chunk  # pragma: no cover
+
+    unhandled: list[str] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: unhandled.append(context["message"]))
+    try:
+        ingest = HandlerNode("ingest")
+        node = HandlerNode("chunks", chunk_handler, [ingest], parallel=True, chunks=2)
+        executor = PipelineExecutor([ingest], [node])
+        run = asyncio.create_task(executor.run())
+        await executor.wait_started()
+        await executor.submit("ingest", ["a", "b"])
+        await asyncio.wait_for(both_running.wait(), TIMEOUT)
+        executor.abort()
+        aborted = False
+        try:
+            await asyncio.wait_for(run, TIMEOUT)
+        except PipelineAborted:
+            aborted = True
+        assert aborted
+        del run, executor  # they hold the error, whose traceback holds the chunk tasks
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert unhandled == []

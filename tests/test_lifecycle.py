@@ -444,3 +444,104 @@ async def test_worker_processes_die_with_a_sigkilled_parent() -> None:
     for waiter in pending:
         waiter.cancel()
     assert not pending, f"{len(pending)} of {len(tree)} descendants still running after 10 s"
+
+
+# -- stop and abort at any moment ---------------------------------------------------------
+
+
+async def test_abort_with_unordered_workers_raises_pipeline_aborted() -> None:
+    # The abort lands at a different point of the run each time; whatever a node was doing
+    # (e.g. sending into a channel being torn down), run() says it was aborted.
+    async def step(x: int) -> int:
+        await asyncio.sleep(0)
+        return x
+
+    for turns in range(1, 60, 3):
+        source = HandlerNode("a", range(100_000))
+        work = HandlerNode("b", step, [source], workers=3, ordered=False, capacity=2)
+        out = HandlerNode("c", step, [work], capacity=2)
+        executor = PipelineExecutor([source], [work, out])
+        run = asyncio.create_task(executor.run())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+
+        executor.abort()
+
+        with pytest.raises(PipelineAborted):
+            await asyncio.wait_for(run, TIMEOUT)
+
+
+async def test_stop_before_the_run_task_has_started_is_kept() -> None:
+    sink = CollectingSink()
+    executor = fed_by_submit(sink)
+    run = asyncio.create_task(executor.run())
+
+    executor.stop()  # the task has not started yet
+
+    await asyncio.wait_for(run, TIMEOUT)
+    assert executor.state == "closed"
+
+
+async def test_abort_before_the_run_task_has_started_is_kept() -> None:
+    executor = fed_by_submit(CollectingSink())
+    run = asyncio.create_task(executor.run())
+
+    executor.abort()
+
+    with pytest.raises(PipelineAborted):
+        await asyncio.wait_for(run, TIMEOUT)
+    assert executor.state == "closed"
+
+
+class SlowTeardown(BaseHandler):
+    def __init__(self, log: list[str], name: str, release: asyncio.Event | None) -> None:
+        self.log, self.name, self.release = log, name, release
+        self.tearing_down = asyncio.Event()
+
+    async def handle(self, message: Any) -> Any:
+        return message
+
+    async def teardown(self) -> None:
+        self.tearing_down.set()
+        if self.release is not None:
+            await self.release.wait()
+        self.log.append(self.name)
+
+
+class ClosingSink:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def write(self, letter: Any) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        self.log.append("dead-letter sink closed")
+
+
+async def test_a_second_cancel_during_cleanup_skips_no_teardown() -> None:
+    log: list[str] = []
+    release = asyncio.Event()
+    first = SlowTeardown(log, "first", None)
+    last = SlowTeardown(log, "last", release)  # set up last: torn down first
+    ingest = HandlerNode("ingest", first)
+    out = HandlerNode("out", last, [ingest])
+    executor = PipelineExecutor([ingest], [out], dead_letter_sink=ClosingSink(log))
+    run = asyncio.create_task(executor.run())
+    await asyncio.wait_for(executor.wait_started(), TIMEOUT)
+
+    run.cancel()
+    await asyncio.wait_for(last.tearing_down.wait(), TIMEOUT)
+    run.cancel()  # again, while the first teardown runs
+    await let_cleanup_start()
+    release.set()
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(run, TIMEOUT)
+    assert log == ["last", "first", "dead-letter sink closed"]
+    assert executor.state == "closed"
+
+
+async def let_cleanup_start() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
