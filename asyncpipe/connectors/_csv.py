@@ -5,7 +5,15 @@ Well-formed rows are parsed and turned into dicts without a Python loop (``csv.r
 feeding a generated record builder through ``itertools.starmap``); from the first problem
 on, the rest of the chunk is parsed row by row, and each bad row becomes a dead letter
 naming ``file:line`` and the reason (wrong number of fields, a field its column type
-rejects, a quoted field never closed, a csv error) while the other rows flow.
+rejects, a csv error) while the other rows flow.
+
+A quote left open at a line end makes the record go on to the next line. That is taken
+for a real multi-line record only if, read with ``strict=True`` up to where the field
+closes, it is one well-formed row with the header's number of fields within
+``max_record_lines`` lines (and the csv field size limit). Otherwise the quote is stray:
+its line alone becomes an "unterminated quote" dead letter and parsing resumes at the
+next line, so a stray quote costs one line, never the rest of the file, and a record
+carried from one chunk to the next never holds more than ``max_record_lines`` lines.
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 
+#: Lines one record (a quoted field spanning lines) may take unless told otherwise.
+DEFAULT_MAX_RECORD_LINES = 1000
+
 
 class CsvSource(BatchingSource):
     """Stream a CSV file as lists of up to ``batch_size`` dict records.
@@ -48,12 +59,17 @@ class CsvSource(BatchingSource):
             :mod:`asyncpipe.connectors` for the rules); other columns stay strings.
         encoding: an ASCII-compatible encoding (default UTF-8; a BOM is skipped).
         chunk_size: bytes read at a time.
+        max_record_lines: the most lines one record may span (quoted fields containing
+            line breaks); a quote still open beyond that is taken to be stray.
         dialect, **fmtparams: as for :func:`csv.reader` (``delimiter=";"``, ...).
 
     Blank lines are skipped. A row with the wrong number of fields, a field its type
-    rejects, or an unterminated quoted field becomes a dead letter ``"file:line: reason"``
-    whose payload is the row's text (``DeadLetter.index`` is the line number). A header
-    with duplicate names fails the source (``ValueError`` naming file:line).
+    rejects, or an unterminated quote becomes a dead letter ``"file:line: reason"``
+    whose payload is the row's text (``DeadLetter.index`` is the line number,
+    ``DeadLetter.origin`` the path). An unterminated quote costs only the line it opens
+    on (see the module docstring). A header with duplicate names, or a quote in it still
+    open after ``max_record_lines`` lines, fails the source (``ValueError`` naming
+    file:line).
     """
 
     def __init__(
@@ -66,10 +82,17 @@ class CsvSource(BatchingSource):
         types: Mapping[str, Converter] | None = None,
         encoding: str = "utf-8",
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_record_lines: int = DEFAULT_MAX_RECORD_LINES,
         dialect: str | csv.Dialect | type[csv.Dialect] = "excel",
         **fmtparams: Any,
     ) -> None:
         super().__init__(batch_size)
+        if (
+            not isinstance(max_record_lines, int)
+            or isinstance(max_record_lines, bool)
+            or max_record_lines < 1
+        ):
+            raise ValueError(f"max_record_lines must be an integer >= 1, got {max_record_lines!r}")
         if not header and not fieldnames:
             raise ValueError(f"CsvSource({os.fspath(path)!r}): header=False needs fieldnames")
         self.path = path
@@ -78,6 +101,7 @@ class CsvSource(BatchingSource):
         self.types = types
         self.encoding = check_encoding(encoding)
         self.chunk_size = check_chunk_size(chunk_size)
+        self.max_record_lines = max_record_lines
         # Validates the format parameters now, rather than at the first read.
         self.dialect = csv.reader([], dialect, **fmtparams).dialect
         ColumnTypes(types)  # validates the converters now
@@ -123,6 +147,7 @@ class _CsvParser:
         self.quotechar = source.dialect.quotechar or ""
         self.quoting = source.dialect.quoting != csv.QUOTE_NONE and bool(self.quotechar)
         self.batch_size = source.batch_size
+        self.max_lines = source.max_record_lines
         self.carry: Segment | None = None
         self.build: Callable[..., Record] | None = None
         if self.names is not None and not self.need_header:
@@ -158,14 +183,18 @@ class _CsvParser:
             self.build = record_builder(self.names, self.types)
         # The fast way: parse and build each batch in C. strict=True turns a chunk that
         # ends inside a quoted field (or holds a stray quote) into an error here, so
-        # those go the careful way too.
+        # those go the careful way too, as does a batch whose records span so many lines
+        # that one of them may be longer than max_record_lines.
         reader = csv.reader(lines, self.dialect, strict=True)
         records = starmap(self.build, reader)
         while True:
             start = reader.line_num
             try:
                 batch = list(islice(records, self.batch_size))
+                sound = reader.line_num - start - len(batch) < self.max_lines
             except Exception:  # a csv error, a blank line, a wrong field count, a bad value
+                sound = False
+            if not sound:
                 slow = self._slow(first + start, lines[start:], final)
                 for offset in range(0, len(slow), self.batch_size):
                     yield slow[offset : offset + self.batch_size]
@@ -183,10 +212,12 @@ class _CsvParser:
             if not row:
                 start = end
                 continue
-            if end == len(lines) and not final and self._ends_open(lines[start:]):
+            where = f"{self.where}:{first + start}"
+            if end == len(lines) and self._open(lines[start:]):
+                if final or end - start >= self.max_lines:
+                    raise ValueError(f"{where}: header: unterminated quote")
                 self.carry = Segment(first + start, lines[start:])
                 return None
-            where = f"{self.where}:{first + start}"
             _check_names(row, f"{where}: header")
             if self.names is None:
                 self.names = row
@@ -203,58 +234,112 @@ class _CsvParser:
         return None  # only blank lines so far
 
     def _slow(self, first: int, lines: list[str], final: bool) -> list[Record]:
+        """Parse row by row: bad rows become dead letters, a stray quote costs its line."""
+        records: list[Record] = []
+        start = 0
+        while start < len(lines):
+            start = self._rows_from(first, lines, start, final, records)
+        return records
+
+    def _rows_from(
+        self, first: int, lines: list[str], start: int, final: bool, records: list[Record]
+    ) -> int:
+        """Add the records of ``lines[start:]`` to ``records`` up to a stray quote; return
+        the index of the line to go on from (the one after the stray quote, or the end)."""
         names = self.names
         assert names is not None
-        records: list[Record] = []
-        reader = csv.reader(lines, self.dialect)
-        start = 0
+        # map(), not a slice: resuming after each of many stray quotes stays linear.
+        reader = csv.reader(map(lines.__getitem__, range(start, len(lines))), self.dialect)
+        end = start
         while True:
+            begin = end
             try:
                 row: list[Any] = next(reader)
             except StopIteration:
-                return records
+                return len(lines)
             except csv.Error as exc:
-                end = reader.line_num
-                self._reject(first + start, lines[start:end], str(exc))
-                start = end
+                end = start + reader.line_num
+                if end - begin > 1:  # a quoted field ran on over line ends past the limit
+                    limit = csv.field_size_limit()
+                    self._stray(
+                        first + begin, lines[begin], f"no closing quote within {limit} characters"
+                    )
+                    return begin + 1
+                self._reject(first + begin, lines[begin:end], str(exc))
                 continue
-            end = reader.line_num
-            if end == len(lines) and self._ends_open(lines[start:]):
-                if not final:
-                    self.carry = Segment(first + start, lines[start:])
-                else:
-                    self._reject(first + start, lines[start:], "unterminated quoted field")
-                return records
+            end = start + reader.line_num
+            if end - begin > 1 or (end == len(lines) and self.quoting):
+                problem = self._quote_problem(lines[begin:end], first + end - 1, final)
+                if problem == "":
+                    self.carry = Segment(first + begin, lines[begin:])
+                    return len(lines)
+                if problem is not None:
+                    self._stray(first + begin, lines[begin], problem)
+                    return begin + 1
             if len(row) != len(names):
                 if row:
                     self._reject(
-                        first + start,
-                        lines[start:end],
+                        first + begin,
+                        lines[begin:end],
                         f"expected {len(names)} fields, got {len(row)}",
                     )
+                continue
+            try:
+                self.types.convert_row(row)
+            except ConversionError as exc:
+                self._reject(first + begin, lines[begin:end], str(exc))
             else:
-                try:
-                    self.types.convert_row(row)
-                except ConversionError as exc:
-                    self._reject(first + start, lines[start:end], str(exc))
-                else:
-                    records.append(dict(zip(names, row, strict=True)))
-            start = end
+                records.append(dict(zip(names, row, strict=True)))
 
-    def _ends_open(self, record_lines: list[str]) -> bool:
+    def _quote_problem(self, record_lines: list[str], last: int, final: bool) -> str | None:
+        """Check a record read over several lines (its last being file line ``last``), or
+        the last record of a chunk. Return None if it is sound, "" if it goes on past the
+        lines read (to be carried), else why the quote opened on its first line is stray."""
+        span = len(record_lines)
+        if self._open(record_lines):
+            if final:
+                return "no closing quote follows"
+            if span >= self.max_lines:
+                return self._too_long
+            return ""
+        if span == 1:
+            return None
+        if span > self.max_lines:
+            return self._too_long
+        try:
+            [row] = csv.reader(record_lines, self.dialect, strict=True)
+        except csv.Error as exc:
+            return f"read through line {last} as one record: {exc}"
+        assert self.names is not None
+        if len(row) != len(self.names):
+            return (
+                f"read through line {last} as one record: {len(row)} fields, "
+                f"expected {len(self.names)}"
+            )
+        return None
+
+    def _open(self, record_lines: list[str]) -> bool:
         """Whether these lines end inside a quoted field (the record continues)."""
         if not self.quoting or not any(self.quotechar in s for s in record_lines):
             return False
+        # A line break more is read into the record only if a quoted field is open.
+        reader = csv.reader([*record_lines, "\n"], self.dialect)
         try:
-            for _ in csv.reader(record_lines, self.dialect, strict=True):
-                pass
-        except csv.Error as exc:
-            return "unexpected end of data" in str(exc)
-        return False
+            next(reader, None)
+        except csv.Error:  # the extra character was one too many for the field
+            return True
+        return reader.line_num > len(record_lines)
+
+    @property
+    def _too_long(self) -> str:
+        return f"not closed within {self.max_lines} lines, max_record_lines"
+
+    def _stray(self, line: int, text: str, why: str) -> None:
+        self._reject(line, [text], f"unterminated quote ({why})")
 
     def _reject(self, line: int, record_lines: list[str], reason: str) -> None:
         text = "".join(record_lines).rstrip("\r\n")
-        reject_item(text, f"{self.where}:{line}: {reason}", index=line)
+        reject_item(text, f"{self.where}:{line}: {reason}", index=line, origin=self.where)
 
 
 class CsvSink(BaseHandler):

@@ -95,12 +95,12 @@ async def test_line_numbers_count_the_lines_of_multiline_records(tmp_path: Path)
     ]
 
 
-async def test_an_unterminated_quote_at_the_end_is_a_dead_letter(tmp_path: Path) -> None:
+async def test_an_unterminated_quote_is_a_dead_letter_of_its_line_alone(tmp_path: Path) -> None:
     path = write(tmp_path / "u.csv", 'id,text\n1,ok\n2,"never closed\n3,more\n')
     messages, executor = await collect(CsvSource(path))
-    assert flatten(messages) == [{"id": "1", "text": "ok"}]
-    assert [d.error_message for d in executor.dead_letters] == [
-        f"{path}:3: unterminated quoted field"
+    assert flatten(messages) == [{"id": "1", "text": "ok"}, {"id": "3", "text": "more"}]
+    assert [(d.error_message, d.payload, d.origin) for d in executor.dead_letters] == [
+        (f"{path}:3: unterminated quote (no closing quote follows)", '2,"never closed', str(path))
     ]
 
 
