@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -112,6 +113,14 @@ class DemoProcess:
             self.proc.kill()
         with contextlib.suppress(Exception):
             self.proc.communicate(timeout=10)
+
+
+def free_port() -> int:
+    """A loopback port free now (for a test that must know it before the server says)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _stat(pid: int) -> tuple[int, str, str] | None:

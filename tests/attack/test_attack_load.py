@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from demoprocess import DemoProcess, query
+from demoprocess import DemoProcess, free_port, query
 from rawclient import RawClient, id_block, send_timed, summary, valid_batch
 
 from asyncpipe.ingest.v1 import ingest_pb2 as pb
@@ -107,11 +107,13 @@ async def test_overload_with_short_deadlines_fails_fast_and_loses_nothing(
 async def test_the_first_batch_when_health_says_serving_is_answered_promptly(
     tmp_path: Path,
 ) -> None:
-    server = DemoProcess(tmp_path / "demo")
+    port = free_port()
+    server = DemoProcess(tmp_path / "demo", port)
     try:
-        async with RawClient(await server.ready()) as raw:
-            async with asyncio.timeout(30):
-                async for status in raw.health_watch(timeout=30):
+        # Watching from before it listens: the first SERVING it pushes, not its stdout.
+        async with RawClient(f"127.0.0.1:{port}") as raw:
+            async with asyncio.timeout(60):
+                async for status in raw.health_watch(timeout=60):
                     if status == "SERVING":
                         break
             status, reply, took = await send_timed(raw, valid_batch("first", id_block()), 20.0)
