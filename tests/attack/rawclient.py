@@ -116,8 +116,11 @@ class RawClient:
                 ("grpc.enable_retries", 0),
             ],
         )
-        self.stub = pb_grpc.IngestionServiceStub(self.channel)  # type: ignore[no-untyped-call]
-        self._raw = self.channel.unary_unary(TRANSACTIONS_METHOD)  # bytes in, bytes out
+        self.stub = pb_grpc.IngestionServiceStub(self.channel)
+        # Bytes in, bytes out: no serializer, so malformed requests reach the server.
+        self._raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self.channel.unary_unary(
+            TRANSACTIONS_METHOD
+        )
 
     async def close(self) -> None:
         await self.channel.close()
