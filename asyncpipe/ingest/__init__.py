@@ -17,6 +17,7 @@ from ._client import (
     score_batch,
     transaction_batch,
 )
+from ._intake import Ack
 from ._records import (
     DEFAULT_CURRENCIES,
     MAX_AMOUNT,
@@ -27,7 +28,7 @@ from ._records import (
     score_records,
     transaction_records,
 )
-from ._server import SERVICE_NAME, Ack, IngestServer, serve
+from ._server import SERVICE_NAME, IngestServer, serve
 
 __all__ = [
     "DEFAULT_CURRENCIES",

@@ -13,11 +13,19 @@ Status codes:
   than :data:`MAX_BATCH_ID_CHARS`, more items than ``max_batch_items``); nothing of it was
   taken. Invalid *items* are not errors: they are listed in the reply's ``rejections``
   (index + reason, cut short when long), dead-lettered, and the other items proceed.
-* ``RESOURCE_EXHAUSTED``: the pipeline stayed saturated (``max_in_flight`` calls in
-  flight, or its input channel full) until the client's deadline was about to pass;
-  nothing of the batch was taken, send it again later.
-* ``UNAVAILABLE``: the server is shutting down, or the pipeline stopped before the batch
-  was done; send it again (same ``batch_id``: sinks upsert, so a retry never duplicates).
+* ``RESOURCE_EXHAUSTED``: the server is overloaded: the wait the batch would face
+  (:mod:`._shedding`) exceeds what is left of the client's deadline, so it is refused at
+  once; or the pipeline stayed saturated (``max_in_flight`` calls in flight, or its input
+  channel full) until the deadline was about to pass. Nothing of the batch was taken,
+  send it again later.
+* ``DEADLINE_EXCEEDED`` (sent by the server just before the deadline): the batch was
+  taken but is not done yet. It stays in the pipeline and is committed; sending it again
+  with the same ``batch_id`` is harmless. The server never answers late.
+* ``UNAVAILABLE``: the server is shutting down, or not serving yet (the pipeline is still
+  starting; health says ``NOT_SERVING`` until it has), or the pipeline stopped before the
+  batch was done; send it again (same ``batch_id``: sinks upsert, so a retry never
+  duplicates).
+* ``INVALID_ARGUMENT`` also answers a request that is not a valid protobuf message.
 * ``UNIMPLEMENTED``: this server has no node for that kind of batch.
 
 On the ``IngestStream`` RPC every request gets exactly one response with its
@@ -29,64 +37,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from .._deadletter import DeadLetter
-from .._errors import PipelineAborted, PipelineClosed
+from .._errors import PipelineClosed
 from .._executor import PipelineExecutor
-from .._receipt import Receipt
 from .._runner import install_signal_handlers
-from ._records import (
-    DEFAULT_CURRENCIES,
-    Converted,
-    client_records,
-    quoted,
-    score_records,
-    transaction_records,
-)
-from ._replies import item_text, pipeline_outcome, response
+from ._calls import CallTracker
+from ._codec import MalformedLog, add_handlers
+from ._intake import Ack, Intake, Kind
+from ._records import DEFAULT_CURRENCIES, client_records, score_records, transaction_records
+from ._servicer import Servicer
+from ._shedding import LoadEstimator
 from .v1 import ingest_pb2 as pb
-from .v1 import ingest_pb2_grpc as pb_grpc
 
-__all__ = ["Ack", "IngestServer", "serve"]
+__all__ = ["SERVICE_NAME", "IngestServer", "serve"]
 
 logger = logging.getLogger(__name__)
 
-Ack = Literal["committed", "accepted"]
-
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["IngestionService"].full_name
 _MiB = 1024 * 1024
-#: The longest batch_id taken (it is echoed in the reply and kept with dead letters).
-MAX_BATCH_ID_CHARS = 128
-_REPLY_MARGIN = 0.05  # seconds kept back from the client's deadline to send the reply
-
-
-class _Refused(Exception):
-    """A batch refused as a whole, with the gRPC status to answer."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class _Kind:
-    name: str  # "clients", "transactions", "scores"
-    node: str | None  # the producer node its records go to
-    convert: Callable[[Iterable[Any]], Converted]
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class IngestServer:
     """A ``grpc.aio`` server feeding ``executor``'s producer nodes; see the module docstring.
+
+    Health says ``NOT_SERVING`` from :meth:`start` until the executor has started (its
+    handlers set up, its worker processes warm), then ``SERVING`` (and :attr:`ready` is
+    set): ``SERVING`` means a batch sent now is answered promptly.
 
     Args:
         executor: a running (or about to run) pipeline; the server never starts or stops it.
@@ -135,13 +120,13 @@ class IngestServer:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         known = frozenset(currencies)
         kinds = {
-            "clients": _Kind("clients", clients, client_records),
-            "transactions": _Kind(
+            "clients": Kind("clients", clients, client_records),
+            "transactions": Kind(
                 "transactions",
                 transactions,
                 lambda items: transaction_records(items, known),
             ),
-            "scores": _Kind("scores", scores, score_records),
+            "scores": Kind("scores", scores, score_records),
         }
         for kind in kinds.values():
             if kind.node is not None and kind.node not in executor.graph.nodes:
@@ -153,21 +138,41 @@ class IngestServer:
         self.host = host
         self.port = port
         self.ack = ack
-        self.max_batch_items = max_batch_items
-        self.require_batch_id = require_batch_id
         self.max_message_bytes = max_message_bytes
         self.stream_window = stream_window
         self.reuse_port = reuse_port
-        self._kinds = kinds
-        self._max_in_flight = max_in_flight
-        self._slots: asyncio.Semaphore | None = None
-        self._server: grpc.aio.Server | None = None
-        self._health = HealthServicer()
+        #: Set once the executor has started and health says SERVING.
+        self.ready = asyncio.Event()
         #: Set when a graceful stop begins: new batches are refused, streams stop reading.
         self.closing = asyncio.Event()
+        #: Calls being handled (a graceful stop waits for these, not for connections).
+        self.calls = CallTracker()
+        #: Clients that sent malformed requests (each logged once).
+        self.malformed = MalformedLog()
+        self._intake = Intake(
+            executor,
+            kinds,
+            ack=ack,
+            max_batch_items=max_batch_items,
+            max_in_flight=max_in_flight,
+            require_batch_id=require_batch_id,
+            max_message_bytes=max_message_bytes,
+            ready=self.ready,
+            closing=self.closing,
+        )
+        #: Answers one batch (raises :class:`Refused` when it is refused as a whole).
+        self.handle = self._intake.handle
+        self._server: grpc.aio.Server | None = None
+        self._health = HealthServicer()
+        self._watcher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<IngestServer {self.address} ack={self.ack}>"
+
+    @property
+    def load(self) -> LoadEstimator:
+        """The expected wait of a batch, from which overload is refused early."""
+        return self._intake.load
 
     @property
     def address(self) -> str:
@@ -176,10 +181,12 @@ class IngestServer:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> int:
-        """Bind and start serving; returns the port (the one picked, for port 0)."""
+        """Bind and start listening; returns the port (the one picked, for port 0).
+
+        Health says ``NOT_SERVING`` until the executor has started, then ``SERVING``
+        (:attr:`ready`); a batch arriving before waits for that within its deadline."""
         if self._server is not None:
             raise RuntimeError("IngestServer: already started")
-        self._slots = asyncio.Semaphore(self._max_in_flight)
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", self.max_message_bytes),
@@ -187,7 +194,22 @@ class IngestServer:
                 ("grpc.so_reuseport", 1 if self.reuse_port else 0),
             ]
         )
-        pb_grpc.add_IngestionServiceServicer_to_server(_Servicer(self), server)
+        servicer = Servicer(self)
+        add_handlers(
+            server,
+            SERVICE_NAME,
+            {
+                "IngestClients": (servicer.IngestClients, pb.ClientBatch, pb.IngestResponse, False),
+                "IngestTransactions": (
+                    servicer.IngestTransactions,
+                    pb.TransactionBatch,
+                    pb.IngestResponse,
+                    False,
+                ),
+                "IngestScores": (servicer.IngestScores, pb.ScoreBatch, pb.IngestResponse, False),
+                "IngestStream": (servicer.IngestStream, pb.IngestRequest, pb.IngestResponse, True),
+            },
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
@@ -201,23 +223,58 @@ class IngestServer:
         if bound == 0:
             raise OSError(f"IngestServer: cannot listen on {self.address}")
         self.port = bound
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, _NOT_SERVING)
         await server.start()
         self._server = server
-        await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        self._watcher = asyncio.create_task(
+            self._serve_once_started(), name=f"asyncpipe:ingest:{self.port}:ready"
+        )
         logger.info("ingestion server listening on %s (ack=%s)", self.address, self.ack)
         return self.port
+
+    async def _serve_once_started(self) -> None:
+        try:
+            await self.executor.wait_started()
+        except PipelineClosed:
+            logger.warning("ingestion server %s: the pipeline closed unstarted", self.address)
+            return
+        if self.closing.is_set():
+            return
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, _SERVING)
+        self.ready.set()
+        logger.info("ingestion server %s: serving", self.address)
 
     async def stop(self, grace: float | None = 30.0) -> None:
         """Stop gracefully: health says NOT_SERVING, new calls are refused, calls in flight
         are answered from their receipts (for up to ``grace`` seconds, then cancelled).
 
+        Connections without a call in flight do not hold the stop (see :mod:`._calls`).
         The pipeline keeps running: stop it afterwards, so nothing answered is lost."""
         if self._server is None or self.closing.is_set():
             return
         self.closing.set()
+        if self._watcher is not None:
+            self._watcher.cancel()
         await self._health.enter_graceful_shutdown()
+        server = self._server
         logger.info("ingestion server %s: stopping (grace %ss)", self.address, grace)
-        await self._server.stop(grace)
+        if grace is None or grace <= 0:
+            await server.stop(grace)
+        else:
+            # Refuses new calls at once and gives those in flight up to the grace...
+            graceful = asyncio.create_task(
+                server.stop(grace), name=f"asyncpipe:ingest:{self.port}:stop"
+            )
+            try:
+                async with asyncio.timeout(grace):
+                    await self.calls.wait_idle()
+                # ...but it would also wait out the grace for idle connections: once no
+                # call of ours is in flight, end it now.
+                await server.stop(0)
+            finally:
+                await graceful
         logger.info("ingestion server %s: stopped", self.address)
 
     async def wait_for_termination(self) -> None:
@@ -231,224 +288,6 @@ class IngestServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    # -- handling one batch ----------------------------------------------------------------
-
-    async def handle(
-        self, kind_name: str, batch: Any, items: Any, time_remaining: float | None
-    ) -> pb.IngestResponse:
-        """Answer one batch (raises :class:`_Refused` when it is refused as a whole)."""
-        started = time.perf_counter()
-        kind = self._kinds[kind_name]
-        if kind.node is None:
-            raise _Refused(
-                grpc.StatusCode.UNIMPLEMENTED, f"this server takes no {kind_name} batches"
-            )
-        batch_id: str = batch.batch_id
-        received = len(items)
-        if self.require_batch_id and not batch_id:
-            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "batch_id is empty")
-        if len(batch_id) > MAX_BATCH_ID_CHARS:
-            raise _Refused(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"batch_id {quoted(batch_id)} is too long: at most {MAX_BATCH_ID_CHARS} chars",
-            )
-        if received > self.max_batch_items:
-            raise _Refused(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"batch {quoted(batch_id)} has {received} {kind_name}; "
-                f"the limit is {self.max_batch_items}",
-            )
-        if self.closing.is_set():
-            raise _Refused(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-        deadline = None if time_remaining is None else time.monotonic() + time_remaining
-        converted = kind.convert(items)
-        receipt: Receipt | None = None
-        if converted.records:
-            receipt = await self._submit(kind.node, batch_id, converted.records, deadline)
-        rejections = converted.rejections
-        failure: str | None = None
-        failed_items = 0
-        try:
-            # Only now that the batch is taken: a refused batch leaves no trace.
-            if converted.rejections:
-                await self._dead_letter_invalid(kind.node, batch_id, items, converted)
-            if receipt is not None and self.ack == "committed":
-                try:
-                    await receipt
-                except PipelineAborted:
-                    raise _Refused(
-                        grpc.StatusCode.UNAVAILABLE,
-                        f"the pipeline stopped before batch {quoted(batch_id)} was stored; "
-                        "send it again",
-                    ) from None
-                rejections, failure, failed_items = pipeline_outcome(receipt, converted, kind.node)
-        finally:
-            if receipt is not None:
-                assert self._slots is not None
-                self._slots.release()
-        if failure is not None:
-            message = f"{failed_items} item(s) failed in the pipeline: {failure}"
-        elif self.ack == "accepted":
-            message = "accepted into the pipeline (not yet stored)"
-        else:
-            message = "stored" if not rejections else "stored; rejections listed"
-        rejected = min(received, len(rejections) + failed_items)
-        reply = response(
-            success=failure is None,
-            message=message,
-            batch_id=batch_id,
-            received=received,
-            rejected=rejected,
-            rejections=rejections,
-            budget=self.max_message_bytes // 2 - len(batch_id),
-        )
-        reply.processing_duration_seconds = time.perf_counter() - started
-        return reply
-
-    async def _submit(
-        self, node: str, batch_id: str, records: list[dict[str, Any]], deadline: float | None
-    ) -> Receipt:
-        """Take a slot and put the records into ``node``'s channel before the client's
-        ``deadline`` (``time.monotonic()``) is near.
-
-        Returns holding the slot (the caller releases it once answered)."""
-        slots = self._slots
-        assert slots is not None
-        budget = None if deadline is None else max(0.0, deadline - time.monotonic() - _REPLY_MARGIN)
-        acquired = False
-        try:
-            async with asyncio.timeout(budget):
-                await slots.acquire()
-                acquired = True
-                return await self.executor.submit(node, records)
-        except TimeoutError:
-            if acquired:
-                slots.release()
-            raise _Refused(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the pipeline is saturated: batch {quoted(batch_id)} was not taken before the "
-                f"deadline; send it again later",
-            ) from None
-        except PipelineClosed:
-            if acquired:
-                slots.release()
-            raise _Refused(
-                grpc.StatusCode.UNAVAILABLE, "the pipeline is not taking input (stopping)"
-            ) from None
-        except BaseException:
-            if acquired:
-                slots.release()
-            raise
-
-    async def _dead_letter_invalid(
-        self, node: str, batch_id: str, items: Any, converted: Converted
-    ) -> None:
-        for index, reason in converted.rejections:
-            await self.executor.write_dead_letter(
-                DeadLetter(
-                    node=node,
-                    error_type="Rejected",
-                    error_message=f"batch {quoted(batch_id)} item {index}: {reason}",
-                    payload=item_text(items[index]),
-                    index=index,
-                )
-            )
-
-
-class _Servicer(pb_grpc.IngestionServiceServicer):
-    def __init__(self, server: IngestServer) -> None:
-        self._server = server
-
-    async def _unary(self, kind: str, batch: Any, items: Any, context: Any) -> pb.IngestResponse:
-        try:
-            return await self._server.handle(kind, batch, items, context.time_remaining())
-        except _Refused as refused:
-            await context.abort(refused.code, refused.message)
-            raise AssertionError("unreachable: abort() raises") from None
-
-    async def IngestClients(
-        self, request: pb.ClientBatch, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.IngestResponse:
-        return await self._unary("clients", request, request.clients, context)
-
-    async def IngestTransactions(
-        self, request: pb.TransactionBatch, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.IngestResponse:
-        return await self._unary("transactions", request, request.transactions, context)
-
-    async def IngestScores(
-        self, request: pb.ScoreBatch, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.IngestResponse:
-        return await self._unary("scores", request, request.scores, context)
-
-    async def IngestStream(
-        self,
-        request_iterator: AsyncIterator[pb.IngestRequest],
-        context: grpc.aio.ServicerContext[Any, Any],
-    ) -> None:
-        server = self._server
-        window = asyncio.Semaphore(server.stream_window)
-        write_lock = asyncio.Lock()
-        answering: set[asyncio.Task[None]] = set()
-
-        async def answer(request: pb.IngestRequest) -> None:
-            try:
-                response = await self._one_of_stream(request, context)
-                async with write_lock:
-                    await context.write(response)
-            finally:
-                window.release()
-
-        requests = aiter(request_iterator)
-        closing = asyncio.ensure_future(server.closing.wait())
-        try:
-            while True:
-                # Stop reading when the server stops: the batches already read are
-                # answered, the client sends the rest elsewhere (a stream would otherwise
-                # hold a graceful stop for its whole grace period).
-                following = asyncio.ensure_future(anext(requests))
-                await asyncio.wait([following, closing], return_when=asyncio.FIRST_COMPLETED)
-                if not following.done():
-                    following.cancel()
-                    break
-                try:
-                    request = following.result()
-                except StopAsyncIteration:
-                    break
-                await window.acquire()
-                task = asyncio.create_task(answer(request))
-                answering.add(task)
-                task.add_done_callback(answering.discard)
-            while answering:
-                done, _ = await asyncio.wait(answering, return_when=asyncio.FIRST_EXCEPTION)
-                for task in done:
-                    task.result()  # a failed write ends the call
-        finally:
-            closing.cancel()
-            for task in answering:
-                task.cancel()
-
-    async def _one_of_stream(
-        self, request: pb.IngestRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.IngestResponse:
-        which = request.WhichOneof("batch")
-        if which is None:
-            return pb.IngestResponse(
-                success=False, message="INVALID_ARGUMENT: the request holds no batch"
-            )
-        batch = getattr(request, which)
-        try:
-            return await self._server.handle(
-                which, batch, getattr(batch, which), context.time_remaining()
-            )
-        except _Refused as refused:
-            return pb.IngestResponse(
-                success=False,
-                batch_id=batch.batch_id,
-                items_received=len(getattr(batch, which)),
-                message=f"{refused.code.name}: {refused.message}",
-            )
-
 
 async def serve(
     server: IngestServer,
@@ -459,28 +298,36 @@ async def serve(
 ) -> None:
     """Run ``server.executor`` and ``server`` until SIGINT/SIGTERM (or the pipeline ends).
 
-    The first signal stops gracefully: the server refuses new calls and answers those in
-    flight from their receipts, then the pipeline drains and its sinks commit. A second
-    signal aborts. ``on_ready(server)`` is called once the server listens.
+    The server listens first, saying ``NOT_SERVING`` while the pipeline starts (handlers
+    set up, worker processes warm); ``on_ready(server)`` is called once it is
+    ``SERVING``. The first signal stops gracefully: the server refuses new calls and
+    answers those in flight from their receipts, then the pipeline drains and its sinks
+    commit. A second signal aborts.
     """
     executor = server.executor
     stop = asyncio.Event()
     remove = install_signal_handlers(stop.set, executor.abort) if handle_signals else None
     try:
-        async with executor:
-            await server.start()
-            if on_ready is not None:
-                on_ready(server)
-            waits = [
-                asyncio.ensure_future(stop.wait()),
-                asyncio.ensure_future(executor.wait_closed()),
-            ]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiting in waits:
-                    waiting.cancel()
-            await server.stop(grace)
+        await server.start()
+        try:
+            async with executor:
+                await _first(server.ready.wait(), executor.wait_closed())
+                if server.ready.is_set() and on_ready is not None:
+                    on_ready(server)
+                await _first(stop.wait(), executor.wait_closed())
+                await server.stop(grace)
+        finally:
+            await server.stop(0)  # if the pipeline failed: nothing to answer from
     finally:
         if remove is not None:
             remove()
+
+
+async def _first(*waits: Any) -> None:
+    """Wait until the first of ``waits`` (coroutines) returns; cancel the others."""
+    futures = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in futures:
+            future.cancel()

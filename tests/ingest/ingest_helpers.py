@@ -78,6 +78,7 @@ async def serving(
         async with executor:
             server = IngestServer(executor, **options)
             await server.start()
+            await server.ready.wait()  # health says SERVING
             client = IngestClient(server.address, **(client_options or {}))
             try:
                 yield Served(executor, server, client)

@@ -1,0 +1,191 @@
+"""The ``IngestionService`` RPCs: unary batches and the stream, on top of
+:meth:`IngestServer.handle`.
+
+A stream open when the server starts stopping is ended ``UNAVAILABLE``, once the batches
+already read are answered. Ending it while the client is still writing would make the
+client's next write fail, and ``grpc.aio``'s client then reports ``INTERNAL: Internal
+error from Core`` instead of the status the server sent (grpc/grpc#36066). So the
+server keeps reading for a short while, answering every further batch ``UNAVAILABLE``
+without taking it, until the client half-closes or has been quiet for
+:data:`STREAM_QUIET` seconds (at most :data:`STREAM_LINGER` in all); a client that stops
+writing at its first refusal then always sees the ``UNAVAILABLE`` status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from ._codec import Malformed
+from ._status import Refused
+from .v1 import ingest_pb2 as pb
+
+if TYPE_CHECKING:
+    from ._server import IngestServer
+
+__all__ = ["STREAM_LINGER", "STREAM_QUIET", "Servicer"]
+
+#: Seconds of silence after which a stream being ended is ended.
+STREAM_QUIET = 0.25
+#: Longest a stream being ended keeps reading (and refusing) what its client sends.
+STREAM_LINGER = 2.0
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class Servicer:
+    """The service's behaviours; requests come decoded, or as :class:`Malformed`."""
+
+    def __init__(self, server: IngestServer) -> None:
+        self._server = server
+
+    async def _unary(self, kind: str, batch: Any, context: Context) -> pb.IngestResponse:
+        server = self._server
+        with server.calls.call():
+            try:
+                if isinstance(batch, Malformed):
+                    server.malformed.report(context.peer(), batch)
+                    raise Refused(grpc.StatusCode.INVALID_ARGUMENT, batch.reason)
+                return await server.handle(
+                    kind, batch, getattr(batch, kind), context.time_remaining()
+                )
+            except Refused as refused:
+                await context.abort(refused.code, refused.message)
+                raise AssertionError("unreachable: abort() raises") from None
+
+    async def IngestClients(self, request: Any, context: Context) -> pb.IngestResponse:
+        return await self._unary("clients", request, context)
+
+    async def IngestTransactions(self, request: Any, context: Context) -> pb.IngestResponse:
+        return await self._unary("transactions", request, context)
+
+    async def IngestScores(self, request: Any, context: Context) -> pb.IngestResponse:
+        return await self._unary("scores", request, context)
+
+    async def IngestStream(self, requests: AsyncIterator[Any], context: Context) -> None:
+        with self._server.calls.call():
+            await _Stream(self._server, context).run(requests)
+
+
+class _Stream:
+    """One ``IngestStream`` call: batches answered concurrently (up to the server's
+    ``stream_window``), each reply written as soon as it is ready."""
+
+    def __init__(self, server: IngestServer, context: Context) -> None:
+        self._server = server
+        self._context = context
+        self._window = asyncio.Semaphore(server.stream_window)
+        self._writing = asyncio.Lock()
+        self._answering: set[asyncio.Task[None]] = set()
+
+    async def run(self, request_iterator: AsyncIterator[Any]) -> None:
+        requests = aiter(request_iterator)
+        closing = asyncio.ensure_future(self._server.closing.wait())
+        following: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                following = asyncio.ensure_future(anext(requests))
+                await asyncio.wait([following, closing], return_when=asyncio.FIRST_COMPLETED)
+                if not following.done():
+                    break  # the server is stopping; `following` is still being read
+                read, following = following, None
+                try:
+                    request = read.result()
+                except StopAsyncIteration:
+                    break
+                await self._window.acquire()
+                task = asyncio.create_task(self._answer(request), name="asyncpipe:ingest:stream")
+                self._answering.add(task)
+                task.add_done_callback(self._answering.discard)
+            refused = 0
+            if following is not None:
+                refused, following = await self._refuse_the_rest(requests, following)
+            while self._answering:
+                done, _ = await asyncio.wait(self._answering, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    task.result()  # a failed write ends the call
+            if closing.done():
+                await self._context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "the server is shutting down: this stream takes no more batches "
+                    f"({refused} refused after the stop began); send them again elsewhere",
+                )
+        finally:
+            closing.cancel()
+            if following is not None:
+                following.cancel()
+            for task in self._answering:
+                task.cancel()
+
+    async def _refuse_the_rest(
+        self, requests: AsyncIterator[Any], following: asyncio.Future[Any]
+    ) -> tuple[int, asyncio.Future[Any] | None]:
+        """Answer ``UNAVAILABLE`` to what the client still sends (see the module
+        docstring); returns how many batches that was, and the read still pending (None:
+        the client half-closed), cancelled only once the call has its status."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + STREAM_LINGER
+        refused = 0
+        while True:
+            left = min(STREAM_QUIET, until - loop.time())
+            if left <= 0:
+                return refused, following
+            done, _ = await asyncio.wait([following], timeout=left)
+            if not done:
+                return refused, following  # quiet: the client has stopped sending
+            try:
+                request = following.result()
+            except StopAsyncIteration:
+                return refused, None
+            refused += 1
+            following = asyncio.ensure_future(anext(requests))
+            await self._write(
+                _refusal(request, grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            )
+
+    async def _answer(self, request: Any) -> None:
+        try:
+            await self._write(await self._one(request))
+        finally:
+            self._window.release()
+
+    async def _write(self, response: pb.IngestResponse) -> None:
+        async with self._writing:  # grpc.aio takes one write at a time
+            await self._context.write(response)
+
+    async def _one(self, request: Any) -> pb.IngestResponse:
+        server = self._server
+        if isinstance(request, Malformed):
+            server.malformed.report(self._context.peer(), request)
+            return pb.IngestResponse(success=False, message=f"INVALID_ARGUMENT: {request.reason}")
+        which = request.WhichOneof("batch")
+        if which is None:
+            return pb.IngestResponse(
+                success=False, message="INVALID_ARGUMENT: the request holds no batch"
+            )
+        batch = getattr(request, which)
+        try:
+            return await server.handle(
+                which, batch, getattr(batch, which), self._context.time_remaining()
+            )
+        except Refused as refused:
+            return _refusal(request, refused.code, refused.message)
+
+
+def _refusal(request: Any, code: grpc.StatusCode, message: str) -> pb.IngestResponse:
+    """The reply to a stream's batch refused as a whole."""
+    if isinstance(request, Malformed):
+        return pb.IngestResponse(success=False, message=f"{code.name}: {message}")
+    which = request.WhichOneof("batch")
+    if which is None:
+        return pb.IngestResponse(success=False, message=f"{code.name}: {message}")
+    batch = getattr(request, which)
+    return pb.IngestResponse(
+        success=False,
+        batch_id=batch.batch_id,
+        items_received=len(getattr(batch, which)),
+        message=f"{code.name}: {message}",
+    )

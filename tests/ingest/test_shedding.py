@@ -1,0 +1,81 @@
+"""The load estimator, on a clock the test moves."""
+
+from __future__ import annotations
+
+import pytest
+
+from asyncpipe.ingest._shedding import LoadEstimator
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_it_refuses_nothing_before_a_batch_has_finished() -> None:
+    load = LoadEstimator(clock=Clock())
+    for _ in range(50):
+        load.take()
+    assert load.expected_wait() == 0.0
+    assert load.refusal(0.001) is None
+
+
+def test_a_lone_batch_teaches_the_time_of_one_batch() -> None:
+    clock = Clock()
+    load = LoadEstimator(clock=clock)
+    ticket = load.take()
+    clock.now += 0.2
+    load.finish(ticket)
+    assert load.per_batch == pytest.approx(0.2)
+    assert load.expected_wait() == pytest.approx(0.2)  # nothing ahead
+    assert load.refusal(0.25) is None
+    assert load.refusal(0.15) == (
+        "server overloaded: expected wait ~200 ms exceeds the 150 ms left before the "
+        "deadline; send it again later or with a longer deadline"
+    )
+    assert load.refusal(None) is None  # no deadline: never refused
+
+
+def test_the_wait_grows_with_the_batches_in_flight() -> None:
+    clock = Clock()
+    load = LoadEstimator(clock=clock)
+    first = load.take()
+    clock.now += 0.1
+    load.finish(first)
+    for _ in range(9):
+        load.take()
+    assert load.in_flight == 9
+    assert load.expected_wait() == pytest.approx(1.0)  # 9 ahead + itself, 0.1 s each
+    assert load.refusal(0.5) is not None
+    assert load.refusal(1.5) is None
+
+
+def test_a_sample_is_divided_by_the_position_in_the_line() -> None:
+    clock = Clock()
+    load = LoadEstimator(weight=1.0, clock=clock)
+    tickets = [load.take() for _ in range(4)]
+    clock.now += 0.4  # the fourth waited 0.4 s behind three others: 0.1 s per batch
+    for ticket in tickets[:3]:
+        load.finish(ticket, measured=False)  # ended abnormally: not a sample
+    assert load.per_batch is None
+    load.finish(tickets[3])
+    assert load.per_batch == pytest.approx(0.1)
+    assert load.in_flight == 0
+
+
+def test_the_average_moves_by_its_weight() -> None:
+    clock = Clock()
+    load = LoadEstimator(weight=0.5, clock=clock)
+    for seconds in (0.2, 0.4):
+        ticket = load.take()
+        clock.now += seconds
+        load.finish(ticket)
+    assert load.per_batch == pytest.approx(0.3)
+
+
+def test_the_weight_is_checked() -> None:
+    with pytest.raises(ValueError, match="weight"):
+        LoadEstimator(weight=0)
