@@ -97,17 +97,19 @@ class Intake:
             if overloaded is not None:
                 raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, overloaded)
         converted = kind.convert(items)
+        # Stable across resends: the sinks keep one dead letter per (node, origin, index).
+        origin = f"grpc:{kind_name}:{batch_id}"
         ticket = self.load.take()
         try:
             receipt = None
             if converted.records:
-                receipt = await self._submit(node, batch_id, converted.records, deadline)
+                receipt = await self._submit(node, origin, batch_id, converted.records, deadline)
         except BaseException:
             self.load.finish(ticket, measured=False)
             raise
         # Taken: from here the batch runs to its end even if this call ends first.
         completing = asyncio.create_task(
-            self._complete(node, batch_id, items, converted, receipt, ticket),
+            self._complete(node, origin, batch_id, items, converted, receipt, ticket),
             name=f"asyncpipe:ingest:batch:{quoted(batch_id)}",
         )
         self._completing.add(completing)
@@ -188,6 +190,7 @@ class Intake:
     async def _complete(
         self,
         node: str,
+        origin: str,
         batch_id: str,
         items: Any,
         converted: Converted,
@@ -200,7 +203,7 @@ class Intake:
         try:
             # Only now that the batch is taken: a refused batch leaves no trace.
             if converted.rejections:
-                await self._dead_letter_invalid(node, batch_id, items, converted)
+                await self._dead_letter_invalid(node, origin, batch_id, items, converted)
             if receipt is None or self.ack != "committed":
                 return converted.rejections, None, 0
             try:
@@ -227,10 +230,15 @@ class Intake:
             logger.error("ingestion: %s failed", task.get_name(), exc_info=error)
 
     async def _submit(
-        self, node: str, batch_id: str, records: list[dict[str, Any]], deadline: float | None
+        self,
+        node: str,
+        origin: str,
+        batch_id: str,
+        records: list[dict[str, Any]],
+        deadline: float | None,
     ) -> Receipt:
         """Take a slot and put the records into ``node``'s channel before the client's
-        ``deadline`` (``time.monotonic()``) is near.
+        ``deadline`` (``time.monotonic()``) is near; their dead letters carry ``origin``.
 
         Returns holding the slot (released once the batch has reached its end)."""
         slots = self._slots
@@ -239,7 +247,7 @@ class Intake:
             async with asyncio.timeout(_left(deadline)):
                 await slots.acquire()
                 acquired = True
-                return await self.executor.submit(node, records)
+                return await self.executor.submit(node, records, origin=origin)
         except TimeoutError:
             if acquired:
                 slots.release()
@@ -260,7 +268,7 @@ class Intake:
             raise
 
     async def _dead_letter_invalid(
-        self, node: str, batch_id: str, items: Any, converted: Converted
+        self, node: str, origin: str, batch_id: str, items: Any, converted: Converted
     ) -> None:
         for index, reason in converted.rejections:
             await self.executor.write_dead_letter(
@@ -270,6 +278,7 @@ class Intake:
                     error_message=f"batch {quoted(batch_id)} item {index}: {reason}",
                     payload=item_text(items[index]),
                     index=index,
+                    origin=origin,
                 )
             )
 
