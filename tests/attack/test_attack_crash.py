@@ -140,29 +140,28 @@ async def test_sigkill_mid_load_loses_nothing_acknowledged_and_duplicates_nothin
         orphans: list[int] = []
         restarts: list[float] = []
         async with asyncio.timeout(360 if SOAK else 130):
-            clients = [asyncio.create_task(soak.client(c)) for c in range(CLIENTS)]
-            for generation in range(1, kills + 1):
-                if not await soak.acks_reach(rng.randint(2, 2 + CLIENTS)):
-                    break  # every batch acknowledged before this kill: nothing left to cut
-                # A random instant after those acks, so the kill lands anywhere in the
-                # handling of the batches in flight (not a wait for work).
-                await asyncio.sleep(rng.uniform(0.0, 0.3))
-                below = server.descendants()
-                soak.up.clear()
-                await server.kill()
-                started = time.monotonic()
-                server = DemoProcess(workdir, server.port, generation)
-                servers.append(server)
-                await server.ready()
-                restarts.append(round(time.monotonic() - started, 2))
-                orphans.extend(alive(below))
-                soak.acks_this_server = 0
-                soak.up.set()
-            await asyncio.gather(*clients)
+            async with asyncio.TaskGroup() as clients:  # the clients end with the load
+                for c in range(CLIENTS):
+                    clients.create_task(soak.client(c), name=f"soak-client-{c}")
+                for generation in range(1, kills + 1):
+                    if not await soak.acks_reach(rng.randint(2, 2 + CLIENTS)):
+                        break  # every batch acknowledged before this kill: nothing to cut
+                    # A random instant after those acks, so the kill lands anywhere in the
+                    # handling of the batches in flight (not a wait for work).
+                    await asyncio.sleep(rng.uniform(0.0, 0.3))
+                    below = server.descendants()
+                    soak.up.clear()
+                    await server.kill()
+                    started = time.monotonic()
+                    server = DemoProcess(workdir, server.port, generation)
+                    servers.append(server)
+                    await server.ready()
+                    restarts.append(round(time.monotonic() - started, 2))
+                    orphans.extend(alive(below))
+                    soak.acks_this_server = 0
+                    soak.up.set()
             code, seconds = await server.terminate()
-        sent_ids = {
-            soak.first_id + i for i in range(CLIENTS * BATCHES * SIZE)
-        }  # ids of every batch
+        sent_ids = {soak.first_id + i for i in range(CLIENTS * BATCHES * SIZE)}
         figures.update(
             kills_done=len(servers) - 1,
             restart_seconds=restarts,
