@@ -89,8 +89,9 @@ def dead_letters(db: Path, batch_id: str) -> list[tuple[int | None, str]]:
     rows = query(
         db,
         "SELECT item_index, error_message FROM dead_letters "
-        "WHERE origin = ? OR instr(error_message, ?) > 0",
+        "WHERE origin = ? OR origin LIKE ? OR instr(error_message, ?) > 0",
         batch_id,
+        f"%:{batch_id}",  # e.g. grpc:transactions:<batch_id>
         repr(batch_id),
     )
     return [(row[0], row[1]) for row in rows]

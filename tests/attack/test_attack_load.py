@@ -72,12 +72,16 @@ async def test_overload_with_short_deadlines_fails_fast_and_loses_nothing(
         )
         lost = len(set(acked) - {row[0] for row in rows})
         fast = [lateness for status, lateness, *_ in calls if status == "RESOURCE_EXHAUSTED"]
+        by_deadline = Counter(
+            _bucket(deadline) for status, _, deadline, _ in calls if status == "DEADLINE_EXCEEDED"
+        )
         figures: dict[str, Any] = {
             "calls": len(calls),
             "answers_by_status": dict(statuses),
             "max_ms_past_deadline": round(late[1] * 1000, 1),
             "its_status_and_deadline_ms": (late[0], round(late[2] * 1000)),
             "resource_exhausted_max_ms_past_deadline": round(max(fast) * 1000, 1) if fast else None,
+            "deadline_exceeded_by_deadline": dict(sorted(by_deadline.items())),
             "acknowledged_items": len(acked),
             "lost": lost,
             "drain_exit": code,
@@ -101,6 +105,16 @@ async def test_overload_with_short_deadlines_fails_fast_and_loses_nothing(
         assert not problems, "\n".join(problems)
     finally:
         server.cleanup()
+
+
+def _bucket(deadline: float) -> str:
+    """The range of deadlines ``deadline`` falls in, for the figures."""
+    low = 50
+    for high in (100, 250, 500):
+        if deadline * 1000 < high:
+            return f"{low}-{high}ms"
+        low = high
+    return "500-1000ms"
 
 
 @pytest.mark.timeout(90)
