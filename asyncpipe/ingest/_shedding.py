@@ -13,7 +13,13 @@ under load the samples approach the pipeline's time between two answers (1 / thr
 so the estimate is the wait behind the line. A call whose remaining deadline is shorter
 than the estimate is refused ``RESOURCE_EXHAUSTED`` with both figures, nothing taken.
 
-The estimate learns from finished batches only: before the first one it refuses nothing.
+The average learns only when batches finish, which is too late in two cases: a burst
+arriving at a cold server (200 callers at once: nothing has finished yet), and a pipeline
+that has stalled. So *seconds per batch* is never taken below the time the line has
+stood still -- since the last batch finished, or since work arrived at an idle server.
+In steady state that gap is shorter than the average and changes nothing; for a pipeline
+running many batches concurrently it may overstate the wait of a short deadline early
+in a burst, which is the side to err on (the caller is told at once, and retries).
 """
 
 from __future__ import annotations
@@ -45,16 +51,19 @@ class LoadEstimator:
         self.in_flight = 0
         #: The moving average of seconds per batch (None until a batch has finished).
         self.per_batch: float | None = None
+        # When the line last moved: a batch finished, or one arrived at an empty line.
+        self._moved = 0.0
 
     def __repr__(self) -> str:
         per_batch = "?" if self.per_batch is None else f"{self.per_batch * 1000:.1f}ms"
         return f"<LoadEstimator in_flight={self.in_flight} per_batch={per_batch}>"
 
     def expected_wait(self) -> float:
-        """Seconds a batch taken now is expected to take (0 until something finished)."""
-        if self.per_batch is None:
-            return 0.0
-        return (self.in_flight + 1) * self.per_batch
+        """Seconds a batch taken now is expected to take (see the module docstring)."""
+        per_batch = self.per_batch or 0.0
+        if self.in_flight:
+            per_batch = max(per_batch, self.clock() - self._moved)
+        return (self.in_flight + 1) * per_batch
 
     def refusal(self, remaining: float | None) -> str | None:
         """Why a batch with ``remaining`` seconds before its deadline should be refused,
@@ -72,16 +81,21 @@ class LoadEstimator:
 
     def take(self) -> Ticket:
         """A batch enters the line."""
+        now = self.clock()
+        if not self.in_flight:
+            self._moved = now
         self.in_flight += 1
-        return Ticket(self.clock(), self.in_flight)
+        return Ticket(now, self.in_flight)
 
     def finish(self, ticket: Ticket, *, measured: bool = True) -> None:
         """The batch of ``ticket`` is done; ``measured`` False for one that ended
         abnormally (its time says nothing about the pipeline's pace)."""
+        now = self.clock()
         self.in_flight -= 1
+        self._moved = now
         if not measured:
             return
-        sample = max(0.0, self.clock() - ticket.started) / ticket.position
+        sample = max(0.0, now - ticket.started) / ticket.position
         if self.per_batch is None:
             self.per_batch = sample
         else:

@@ -15,12 +15,33 @@ class Clock:
         return self.now
 
 
-def test_it_refuses_nothing_before_a_batch_has_finished() -> None:
+def test_an_idle_server_that_has_learnt_nothing_refuses_nothing() -> None:
     load = LoadEstimator(clock=Clock())
-    for _ in range(50):
-        load.take()
     assert load.expected_wait() == 0.0
-    assert load.refusal(0.001) is None
+    assert load.refusal(0.0) is None
+
+
+def test_before_anything_finished_the_wait_is_the_time_the_line_has_stood_still() -> None:
+    clock = Clock()
+    load = LoadEstimator(clock=clock)
+    for _ in range(9):
+        load.take()  # a burst at a cold server
+    assert load.expected_wait() == 0.0
+    clock.now += 0.1  # nothing has finished for 0.1 s: each batch takes at least that
+    assert load.expected_wait() == pytest.approx(1.0)
+    assert load.refusal(0.5) is not None
+    assert load.refusal(2.0) is None
+
+
+def test_a_stalled_pipeline_is_seen_before_its_batches_finish() -> None:
+    clock = Clock()
+    load = LoadEstimator(clock=clock)
+    ticket = load.take()
+    clock.now += 0.01
+    load.finish(ticket)  # it was fast: 10 ms a batch
+    load.take()
+    clock.now += 0.5  # then the line stopped moving
+    assert load.expected_wait() == pytest.approx(1.0)  # 2 x 0.5 s, not 2 x 10 ms
 
 
 def test_a_lone_batch_teaches_the_time_of_one_batch() -> None:
@@ -46,7 +67,7 @@ def test_the_wait_grows_with_the_batches_in_flight() -> None:
     clock.now += 0.1
     load.finish(first)
     for _ in range(9):
-        load.take()
+        load.take()  # the line moved just now: the average alone counts
     assert load.in_flight == 9
     assert load.expected_wait() == pytest.approx(1.0)  # 9 ahead + itself, 0.1 s each
     assert load.refusal(0.5) is not None
