@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from demoprocess import DemoProcess, free_port, query
-from rawclient import RawClient, id_block, send_timed, summary, valid_batch
+from rawclient import RawClient, id_block, send_raw_timed, send_timed, summary, valid_batch
 
 from asyncpipe.ingest.v1 import ingest_pb2 as pb
 
@@ -38,7 +38,7 @@ async def test_overload_with_short_deadlines_fails_fast_and_loses_nothing(
     try:
         address = await server.ready()
         raws = [RawClient(address) for _ in range(CHANNELS)]
-        # Every batch built before the storm: the callers only send.
+        # Every batch built and serialized before the storm: the callers only send.
         batches = [
             [
                 valid_batch(f"storm-{c}-{n}", first + (c * CALLS + n) * SIZE, SIZE)
@@ -47,10 +47,12 @@ async def test_overload_with_short_deadlines_fails_fast_and_loses_nothing(
             for c in range(CALLERS)
         ]
 
+        payloads = [[batch.SerializeToString() for batch in each] for each in batches]
+
         async def caller(c: int) -> None:
-            for batch in batches[c]:
+            for batch, payload in zip(batches[c], payloads[c], strict=True):
                 deadline = rng.uniform(0.05, 1.0)
-                status, _, took = await send_timed(raws[c % CHANNELS], batch, deadline)
+                status, _, took = await send_raw_timed(raws[c % CHANNELS], payload, deadline)
                 calls.append((status, took - deadline, deadline, batch))
 
         try:
