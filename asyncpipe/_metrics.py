@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._channel import ChannelStatistics
 
 __all__ = ["NodeMetrics", "PipelineMetrics"]
 
@@ -75,15 +78,9 @@ class NodeMetrics:
 
     @classmethod
     def of(
-        cls,
-        name: str,
-        stats: NodeStats,
-        *,
-        workers: int,
-        depth: int,
-        capacity: int,
-        high_water: int,
+        cls, name: str, stats: NodeStats, workers: int, queue: ChannelStatistics | None
     ) -> NodeMetrics:
+        """The snapshot of a node's counters and of its input channel (None: a source)."""
         return cls(
             name=name,
             received=stats.received,
@@ -98,9 +95,9 @@ class NodeMetrics:
             workers=workers,
             latency_p50=stats.percentile(0.50),
             latency_p99=stats.percentile(0.99),
-            queue_depth=depth,
-            queue_capacity=capacity,
-            queue_high_water=high_water,
+            queue_depth=queue.depth if queue else 0,
+            queue_capacity=queue.capacity if queue else 0,
+            queue_high_water=queue.high_water if queue else 0,
         )
 
 

@@ -1,5 +1,8 @@
-"""Running a few coroutines together without Python 3.11 TaskGroup's cancellation leak.
+"""Waiting on a few things at once: all of them (:func:`gather_or_first_error`), or the
+first of them (:func:`first_done`).
 
+``gather_or_first_error`` runs coroutines together without Python 3.11 TaskGroup's
+cancellation leak.
 In 3.11, a TaskGroup whose child fails while the parent is already waiting in ``__aexit__``
 cancels the parent and never un-cancels it (fixed in 3.12): the calling task then carries a
 stray cancellation request, which makes a later, unrelated ``CancelledError`` look like the
@@ -10,10 +13,11 @@ caller's own. Where a group's body is empty that happens every time, so those pl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
+import inspect
+from collections.abc import Awaitable, Coroutine, Sequence
 from typing import Any
 
-__all__ = ["gather_or_first_error"]
+__all__ = ["first_done", "gather_or_first_error"]
 
 
 async def gather_or_first_error(
@@ -46,3 +50,18 @@ async def gather_or_first_error(
 def _retrieve(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+async def first_done(*awaitables: Awaitable[Any]) -> set[asyncio.Future[Any]]:
+    """Wait until the first of ``awaitables`` is done, cancel the others, and return the
+    done ones. Coroutines are run as tasks; if the caller is cancelled, those tasks are
+    cancelled too (futures the caller passed in are left as they are)."""
+    own = [inspect.iscoroutine(a) for a in awaitables]
+    futures: list[asyncio.Future[Any]] = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        done, _ = await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future, mine in zip(futures, own, strict=True):
+            if mine and not future.done():
+                future.cancel()
+    return done

@@ -20,7 +20,7 @@ from asyncpipe import (
     PipelineAborted,
     PipelineClosed,
     PipelineExecutor,
-    _node,
+    _source,
     reject,
 )
 from asyncpipe.testing import CollectingSink, run_handler, run_pipeline
@@ -412,7 +412,7 @@ async def endless_with_close(close: str) -> AsyncIterator[int]:
 async def test_a_source_whose_close_hangs_or_fails_still_stops_gracefully(
     close: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_node, "_SOURCE_CLOSE_TIMEOUT", 0.05)
+    monkeypatch.setattr(_source, "_CLOSE_TIMEOUT", 0.05)
     sink = CollectingSink()
     source = HandlerNode("source", lambda: endless_with_close(close))
     executor = PipelineExecutor([source], [HandlerNode("sink", sink, [source])])
