@@ -104,6 +104,7 @@ def _segments_of(
                     f"{os.fspath(path)}:{number}: cannot decode line as {encoding}: "
                     f"{exc.reason} at byte {exc.start}",
                     index=number,
+                    origin=os.fspath(path),
                 )
     else:
         yield Segment(line, _split(text, keepends))

@@ -15,6 +15,7 @@ from asyncpipe.connectors import (
     JsonLinesDeadLetterSink,
     SqliteDeadLetterSink,
     SqliteSink,
+    TextSource,
 )
 from asyncpipe.testing import run_pipeline
 
@@ -170,4 +171,29 @@ async def test_a_table_from_before_dedupe_gains_its_columns(tmp_path: Path) -> N
         ("old", None),
         ("check", "b"),
         ("check", "b"),
+    ]
+
+
+async def test_a_csv_file_fed_again_leaves_one_dead_letter_per_bad_line(tmp_path: Path) -> None:
+    csv_path = write(tmp_path / "in.csv", "n\n1\nx\n3\ny\n")
+    db = tmp_path / "dead.db"
+    for _ in range(2):
+        async with SqliteDeadLetterSink(db) as sink:
+            await run_with(sink, csv_path)
+    rows = query(db, "SELECT node, item_index FROM dead_letters WHERE node = 'read'")
+    assert sorted(rows) == [("read", 3), ("read", 5)]
+
+
+async def test_a_text_file_fed_again_leaves_one_dead_letter_per_undecodable_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"good\n\xff bad\nfine\n")
+    db = tmp_path / "dead.db"
+    for _ in range(2):
+        async with SqliteDeadLetterSink(db) as sink:
+            read = HandlerNode("read", TextSource(path))
+            await run_pipeline([read], [], timeout=TIMEOUT, dead_letter_sink=sink)
+    assert query(db, "SELECT node, item_index, origin FROM dead_letters") == [
+        ("read", 2, str(path))
     ]
