@@ -55,14 +55,14 @@ class Failures:
             self._log("skipped a message", attempts, type(exc).__name__, str(exc))
             self.stats.skipped += 1
             if receipt is not None:
-                receipt.settle(Outcome.SKIPPED, payload)
+                receipt._settle(Outcome.SKIPPED, payload)
             return
         letter = self._letter(exc, payload, receipt, attempts, None)
         self._log("dead-lettered a message", attempts, letter.error_type, letter.error_message)
         self.stats.dead_letters += 1
         await self.write(letter, receipt)
         if receipt is not None:
-            receipt.settle(Outcome.DEAD_LETTERED, payload)
+            receipt._settle(Outcome.DEAD_LETTERED, payload)
 
     async def item_failed(
         self, exc: Exception, item: Any, index: int, receipt: Receipt | None, attempts: int
@@ -73,14 +73,14 @@ class Failures:
             self._log(f"skipped item {index}", attempts, type(exc).__name__, str(exc))
             self.stats.skipped += 1
             if receipt is not None:
-                receipt.record(Outcome.SKIPPED, item, items=1)
+                receipt._record(Outcome.SKIPPED, item, items=1)
             return
         letter = self._letter(exc, item, receipt, attempts, index)
         self._log(f"dead-lettered item {index}", attempts, letter.error_type, letter.error_message)
         self.stats.dead_letters += 1
         await self.write(letter, receipt)
         if receipt is not None:
-            receipt.record(Outcome.DEAD_LETTERED, item, items=1)
+            receipt._record(Outcome.DEAD_LETTERED, item, items=1)
 
     async def rejected(self, rejections: list[Rejection], receipt: Receipt | None) -> None:
         """Dead-letter the items a handler (or source) refused, and empty the list."""
@@ -99,7 +99,7 @@ class Failures:
             self.stats.dead_letters += 1
             await self.write(letter, receipt)
             if receipt is not None:
-                receipt.record(Outcome.DEAD_LETTERED, rejection.payload, items=1)
+                receipt._record(Outcome.DEAD_LETTERED, rejection.payload, items=1)
 
     async def write_letter(self, letter: DeadLetter) -> None:
         """Write a dead letter of this node made elsewhere (e.g. a source's failed close)."""
@@ -265,7 +265,7 @@ class Attempts:
                 await self.failures.rejected(shifted, receipt)
         if not parts:
             if receipt is not None:
-                receipt.settle(None)  # every item has its own dead letter (or skip)
+                receipt._settle(None)  # every item has its own dead letter (or skip)
             return None
         result = _combine(parts, self.invoke.streams)
         return self.outputs.conclude(result, payload, receipt, rejected, self.invoke.streams)

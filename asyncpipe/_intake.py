@@ -53,7 +53,7 @@ class Intake:
         """Fail every receipt still pending with :class:`PipelineAborted`."""
         self.open = False
         for receipt in list(self._receipts):
-            receipt.abort(reason)
+            receipt._abort(reason)
 
     async def submit(self, node: str, message: Any, origin: str | None) -> Receipt:
         inbox = self._inboxes.get(node)

@@ -142,7 +142,7 @@ class NodeRuntime:
                 await self._conclude(result, payload, receipt, rejections)
                 continue
             if receipt is not None:
-                receipt.fork(fan)
+                receipt._fork(fan)
             envelope = (result, receipt)
             try:
                 for channel in channels:
@@ -152,7 +152,7 @@ class NodeRuntime:
                 raise OutputClosed.of(exc) from None
             stats.emitted += 1
             if receipt is not None:
-                receipt.settle(None)
+                receipt._settle(None)
 
     async def _retry(
         self, payload: Any, receipt: Receipt | None, caught: Exception | asyncio.CancelledError
@@ -223,7 +223,7 @@ class NodeRuntime:
             # Forked now, sent on by _ordered (Outputs.forward): the message's own settle
             # may come before its outputs leave this node, never before they are counted.
             if receipt is not None:
-                receipt.fork(fan)
+                receipt._fork(fan)
             assert streamed is not None
             await streamed.put((item, receipt))
 

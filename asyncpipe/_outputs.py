@@ -55,7 +55,7 @@ class Outputs:
     async def send(self, item: Any, receipt: Receipt | None) -> None:
         """Send one output to every dependent (waiting while any is full)."""
         if receipt is not None:
-            receipt.fork(self.fan)
+            receipt._fork(self.fan)
         await self.forward((item, receipt))
 
     async def forward(self, envelope: Envelope) -> None:
@@ -76,7 +76,7 @@ class Outputs:
         for item in items:
             await self.send(item, receipt)
         if receipt is not None:
-            receipt.settle(None)
+            receipt._settle(None)
 
     def close(self) -> None:
         """This node sends nothing more."""
@@ -94,13 +94,13 @@ class Outputs:
             stats.committed += 1
             if receipt is not None:
                 # Items rejected on their own were counted as dead letters, not committed.
-                receipt.settle(Outcome.COMMITTED, items=max(0, item_count(payload) - rejected))
+                receipt._settle(Outcome.COMMITTED, items=max(0, item_count(payload) - rejected))
             return None
         if result is STREAMED:
             return []
         if result is None or ((streams or type(result) is Separate) and not result):
             stats.filtered += 1
             if receipt is not None:
-                receipt.settle(Outcome.FILTERED, items=max(0, item_count(payload) - rejected))
+                receipt._settle(Outcome.FILTERED, items=max(0, item_count(payload) - rejected))
             return None
         return list(result) if streams or type(result) is Separate else [result]

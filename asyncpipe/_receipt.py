@@ -47,6 +47,13 @@ class Receipt:
     every derived message has reached a terminal point; then :attr:`counts` gives terminal
     events per :class:`Outcome` and :attr:`items` the items they held (the length of list
     payloads). Waiting raises :class:`PipelineAborted` if the pipeline is aborted first.
+
+    The public methods are for whoever holds the receipt: waiting, callbacks, the counters
+    and :meth:`release` (how a source's :class:`Tracked` receipt is let go). The
+    bookkeeping -- :meth:`_fork`, :meth:`_settle`, :meth:`_record`, :meth:`_abort` -- is the
+    runtime's alone (``_source``, ``_node``, ``_outputs``, ``_attempt``, ``_intake`` call
+    it): single-underscore names used across the package's modules, never by users, whose
+    calls would corrupt the counts.
     """
 
     __slots__ = (
@@ -91,6 +98,7 @@ class Receipt:
         return f"<Receipt #{self.id} {self.node!r} {state} {counts}>"
 
     def done(self) -> bool:
+        """Whether every derived message has reached a terminal point (or it was aborted)."""
         return self._future.done()
 
     @property
@@ -135,15 +143,15 @@ class Receipt:
     def release(self) -> None:
         """Drop the hold a new receipt starts with (for a source's :class:`Tracked` items:
         call it once every item of the unit has been yielded)."""
-        self.settle(None)
+        self._settle(None)
 
-    # -- used by the runtime ---------------------------------------------------------------
+    # -- the runtime's bookkeeping (private to asyncpipe) ------------------------------------
 
-    def fork(self, n: int) -> None:
+    def _fork(self, n: int) -> None:
         """``n`` more derived messages are in flight."""
         self._pending += n
 
-    def settle(
+    def _settle(
         self, outcome: Outcome | None, payload: Any = None, *, items: int | None = None
     ) -> None:
         """One derived message is done; ``outcome`` None means it was transformed, not ended.
@@ -151,18 +159,19 @@ class Receipt:
         ``items`` overrides the item count taken from ``payload``.
         """
         if outcome is not None:
-            self.record(outcome, payload, items=items)
+            self._record(outcome, payload, items=items)
         self._pending -= 1
         if self._pending == 0 and not self._future.done():
             self.finished_at = time.monotonic()
             self._future.set_result(self)
 
-    def record(self, outcome: Outcome, payload: Any, *, items: int | None = None) -> None:
+    def _record(self, outcome: Outcome, payload: Any, *, items: int | None = None) -> None:
         """Count a terminal event without changing what is in flight."""
         self.counts[outcome] += 1
         self.items[outcome] += item_count(payload) if items is None else items
 
-    def abort(self, reason: str) -> None:
+    def _abort(self, reason: str) -> None:
+        """Fail the receipt's waiters with :class:`PipelineAborted` (unless it is done)."""
         if not self._future.done():
             self._future.set_exception(PipelineAborted(f"receipt #{self.id}: {reason}"))
             # Nobody may be waiting; mark the exception retrieved so asyncio does not log it.

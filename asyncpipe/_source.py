@@ -120,7 +120,7 @@ class SourceRuntime:
             if type(item) is Tracked:
                 payload, receipt = item
                 self._track(receipt)
-                receipt.fork(fan)
+                receipt._fork(fan)
                 envelope = (payload, receipt)
             else:
                 envelope = (item, None)

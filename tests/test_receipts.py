@@ -377,3 +377,16 @@ async def test_a_tracked_receipt_still_pending_is_aborted_with_the_pipeline() ->
     with pytest.raises(PipelineAborted):
         await receipt_box[0]
     assert called == []
+
+
+async def test_the_runtimes_bookkeeping_is_not_on_the_receipt_users_hold() -> None:
+    receipt = Receipt("ingest")
+
+    # Counting and aborting are the runtime's: a user calling them would corrupt the counts.
+    for name in ("fork", "settle", "record", "abort"):
+        assert not hasattr(receipt, name), name
+    for name in ("release", "wait", "add_done_callback", "done", "counts", "items"):
+        assert hasattr(receipt, name), name
+
+    receipt.release()
+    assert (await receipt.wait(1)) is receipt
