@@ -1,4 +1,10 @@
-"""TimerTrigger: fires the right number of times, on a drift-free schedule."""
+"""TimerTrigger: fires the right number of times, on a drift-free schedule.
+
+The async tests run on a virtual clock (``virtual_clock.py``): loop time stands still
+while anything is ready and jumps to the next timer, so the schedule is asserted exactly
+and machine load cannot shift it. ``INTERVAL`` is a whole number of seconds of loop time
+(no real time passes), which keeps every due time exact in floating point.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +14,30 @@ from typing import Any
 
 import pytest
 from conn_helpers import TIMEOUT, collect
+from virtual_clock import on_virtual_clock
 
 from asyncpipe import BaseHandler, HandlerNode, PipelineExecutor
 from asyncpipe.connectors import Tick, TimerTrigger
 from asyncpipe.testing import CollectingSink
 
-INTERVAL = 0.02
+INTERVAL = 1.0
 
 
+@on_virtual_clock
 async def test_fires_max_runs_times_on_a_fixed_grid() -> None:
     started = asyncio.get_running_loop().time()
     ticks, _ = await collect(TimerTrigger(None, INTERVAL, max_runs=5))
-    assert [t.number for t in ticks] == [1, 2, 3, 4, 5]
     assert all(isinstance(t, Tick) for t in ticks)
-    first = ticks[0].scheduled
-    assert first - started == pytest.approx(INTERVAL, abs=0.01)
-    # Each run is due exactly one interval after the previous one: no drift.
-    for k, tick in enumerate(ticks):
-        assert tick.scheduled == pytest.approx(first + k * INTERVAL, abs=1e-9)
-        assert tick.fired_at >= tick.scheduled - 1e-3
-    assert all(t.missed == 0 for t in ticks)
+    assert [t.number for t in ticks] == [1, 2, 3, 4, 5]
+    # Run k is due k intervals after the start, and fires right then: no drift.
+    assert [t.scheduled - started for t in ticks] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert [t.fired_at for t in ticks] == [t.scheduled for t in ticks]
+    assert [t.missed for t in ticks] == [0, 0, 0, 0, 0]
 
 
+@on_virtual_clock
 async def test_slow_runs_do_not_shift_the_schedule_or_cause_a_burst() -> None:
+    started = asyncio.get_running_loop().time()
     seen: list[Tick] = []
 
     async def slow(tick: Tick) -> int:
@@ -41,14 +48,15 @@ async def test_slow_runs_do_not_shift_the_schedule_or_cause_a_burst() -> None:
 
     messages, _ = await collect(TimerTrigger(slow, INTERVAL, max_runs=4))
     assert messages == [1, 2, 3, 4]
-    first = seen[0].scheduled
-    slots = [(t.scheduled - first) / INTERVAL for t in seen]
-    assert slots == pytest.approx([round(s) for s in slots], abs=1e-6)  # on the grid
-    assert slots[:2] == pytest.approx([0, 1])
-    assert round(slots[2]) >= 3 and seen[2].missed >= 1  # the missed slots were skipped ...
-    assert slots[3] == pytest.approx(slots[2] + 1)  # ... with no burst to catch up
+    # Run 2 (due at 2) ends at 4.5: slot 3 is skipped and counted, run 3 takes slot 4
+    # at once (late, still on the grid) ...
+    assert [t.scheduled - started for t in seen] == [1.0, 2.0, 4.0, 5.0]
+    assert [t.fired_at - started for t in seen] == [1.0, 2.0, 4.5, 5.0]
+    assert [t.missed for t in seen] == [0, 0, 1, 0]
+    # ... and run 4 waits for its own slot: no burst to catch up.
 
 
+@on_virtual_clock
 async def test_what_the_handler_returns_is_emitted() -> None:
     def numbers(tick: Tick) -> Iterator[int]:
         yield from range(tick.number)
@@ -65,6 +73,7 @@ async def test_what_the_handler_returns_is_emitted() -> None:
     assert messages == []
 
 
+@on_virtual_clock
 async def test_a_failing_run_is_a_dead_letter_and_the_timer_goes_on() -> None:
     def flaky(tick: Tick) -> int:
         if tick.number == 2:
@@ -79,6 +88,7 @@ async def test_a_failing_run_is_a_dead_letter_and_the_timer_goes_on() -> None:
     assert isinstance(letter.payload, Tick) and letter.payload.number == 2
 
 
+@on_virtual_clock
 async def test_a_handler_object_is_set_up_and_torn_down() -> None:
     class Generate(BaseHandler):
         def __init__(self) -> None:
@@ -100,7 +110,9 @@ async def test_a_handler_object_is_set_up_and_torn_down() -> None:
     assert handler.events == ["setup", "run 1", "run 2", "teardown"]
 
 
+@on_virtual_clock
 async def test_without_max_runs_it_fires_until_the_pipeline_stops() -> None:
+    started = asyncio.get_running_loop().time()
     sink = CollectingSink()
     source = HandlerNode("timer", TimerTrigger(None, INTERVAL))
     out = HandlerNode("out", sink, [source])
@@ -108,7 +120,11 @@ async def test_without_max_runs_it_fires_until_the_pipeline_stops() -> None:
         async with PipelineExecutor([source], [out]) as executor:
             await sink.wait_for(3)
             executor.stop()
-    assert [t.number for t in sink.items][:3] == [1, 2, 3]
+    ticks = sink.items
+    assert [t.number for t in ticks] == [1, 2, 3]
+    assert [t.scheduled - started for t in ticks] == [1.0, 2.0, 3.0]
+    # Stopped at 3 on the loop clock, it did not wait for a fourth slot.
+    assert asyncio.get_running_loop().time() - started < 4.0
 
 
 def test_timer_arguments_are_checked() -> None:
@@ -120,9 +136,26 @@ def test_timer_arguments_are_checked() -> None:
         TimerTrigger(HandlerNode("n", print), 1)
 
 
+@on_virtual_clock
 async def test_the_first_tick_is_one_interval_in_unless_immediate() -> None:
     loop = asyncio.get_running_loop()
-    for immediate, due in ((True, 0.0), (False, 0.05)):
+    for immediate, due in ((True, 0.0), (False, INTERVAL)):
         start = loop.time()
-        ticks = [t async for t in TimerTrigger(None, 0.05, max_runs=1, immediate=immediate)]
-        assert ticks[0].scheduled - start == pytest.approx(due, abs=0.01)
+        ticks = [t async for t in TimerTrigger(None, INTERVAL, max_runs=1, immediate=immediate)]
+        assert [t.scheduled - start for t in ticks] == [due]
+        assert [t.fired_at - start for t in ticks] == [due]
+
+
+@on_virtual_clock
+async def test_the_virtual_clock_jumps_to_the_next_timer_only_when_idle() -> None:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await asyncio.sleep(0)  # ready work takes no time
+    assert loop.time() == start
+    await asyncio.sleep(3600.0)  # an hour of loop time, no real time
+    assert loop.time() == start + 3600.0
+    woken: list[float] = []
+    loop.call_later(2.0, lambda: woken.append(loop.time()))
+    loop.call_later(1.0, lambda: woken.append(loop.time()))
+    await asyncio.sleep(3.0)
+    assert woken == [start + 3601.0, start + 3602.0]
