@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ._errors import ChannelClosed
+from ._errors import ChannelClosed, EndOfStream
 
 __all__ = ["Channel", "ChannelStatistics", "EndOfStream"]
 
@@ -29,10 +29,6 @@ D = TypeVar("D")
 
 #: A sentinel for :meth:`Channel.get_nowait`'s default.
 EMPTY: Any = object()
-
-
-class EndOfStream(Exception):
-    """Raised by :meth:`Channel.get` once the channel is closed and drained."""
 
 
 @dataclass(frozen=True, slots=True)

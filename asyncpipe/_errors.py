@@ -6,24 +6,36 @@ Hierarchy::
     ├── GraphError           the pipeline description is invalid (raised before anything runs)
     ├── ChannelClosed        a put into a channel that no longer accepts items
     │   └── PipelineClosed   a submit() into a pipeline that is not accepting input
+    ├── EndOfStream          a get() from a channel that is closed and drained (a signal,
+    │                        like StopIteration: iteration ends)
     ├── HandlerError         a handler failed under the fail-fast policy (carries the node name)
     │   ├── HandlerSetupError  a handler's setup() failed: its node cannot run
     │   └── WorkerCrashed    the worker process running a handler died
-    └── PipelineAborted      the pipeline was aborted; outstanding receipts fail with it
+    ├── PipelineAborted      the pipeline was aborted; outstanding receipts fail with it
+    ├── ConversionError      a text field its column's converter rejected (also a
+    │                        ValueError); connectors make the record a dead letter
+    └── RecordsRefused       records of a batch that cannot be SQL rows; the SQLite sink
+                             takes them one by one (never reaches the user)
 
 Bad arguments to constructors stay ``ValueError`` / ``TypeError``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 __all__ = [
     "AsyncpipeError",
     "ChannelClosed",
+    "ConversionError",
+    "EndOfStream",
     "GraphError",
     "HandlerError",
     "HandlerSetupError",
     "PipelineAborted",
     "PipelineClosed",
+    "RecordsRefused",
     "WorkerCrashed",
 ]
 
@@ -47,6 +59,12 @@ class ChannelClosed(AsyncpipeError):
 
 class PipelineClosed(ChannelClosed):
     """The pipeline is not accepting input (not started yet, stopping, or finished)."""
+
+
+class EndOfStream(AsyncpipeError):
+    """Raised by :meth:`Channel.get` once the channel is closed and drained."""
+
+    # No __init__: Channel.get() raises the bare class at the end of every stream.
 
 
 class HandlerError(AsyncpipeError):
@@ -74,3 +92,20 @@ class WorkerCrashed(HandlerError):
 
 class PipelineAborted(AsyncpipeError):
     """The pipeline was aborted before this message reached a terminal point."""
+
+
+class ConversionError(AsyncpipeError, ValueError):
+    """A field its column's converter rejected (the message names column and value)."""
+
+    def __init__(
+        self, column: str, value: str, converter: Callable[[str], Any], cause: Exception
+    ) -> None:
+        name = getattr(converter, "__name__", None) or repr(converter)
+        super().__init__(f"column {column!r}: cannot convert {value!r} with {name}: {cause}")
+        #: Name of the column whose converter failed.
+        self.column = column
+
+
+class RecordsRefused(AsyncpipeError):
+    """Some records of a batch cannot be converted to rows (a record that is not a
+    mapping, a missing column or key): the caller takes the one-by-one path."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from asyncpipe import (
+    AsyncpipeError,
     BaseHandler,
     ChannelClosed,
     DeadLetter,
@@ -20,6 +22,7 @@ from asyncpipe import (
     PipelineAborted,
     PipelineClosed,
     PipelineExecutor,
+    _errors,
     _source,
     reject,
 )
@@ -506,3 +509,29 @@ async def test_chunks_failing_as_an_abort_cancels_them_leave_no_unretrieved_exce
     finally:
         loop.set_exception_handler(None)
     assert unhandled == []
+
+
+@pytest.mark.parametrize(
+    ("where", "name"),
+    [
+        ("asyncpipe", "EndOfStream"),
+        ("asyncpipe._channel", "EndOfStream"),
+        ("asyncpipe.connectors._columns", "ConversionError"),
+        ("asyncpipe.connectors._sqlite_db", "RecordsRefused"),
+    ],
+)
+def test_every_error_is_one_class_of_the_errors_module_under_asyncpipe_error(
+    where: str, name: str
+) -> None:
+    error = getattr(importlib.import_module(where), name)
+
+    assert error is getattr(_errors, name)
+    assert issubclass(error, AsyncpipeError)
+
+
+def test_a_conversion_error_is_still_a_value_error_naming_its_column() -> None:
+    error = _errors.ConversionError("amount", "x", float, ValueError("bad"))
+
+    assert isinstance(error, ValueError)
+    assert error.column == "amount"
+    assert str(error) == "column 'amount': cannot convert 'x' with float: bad"

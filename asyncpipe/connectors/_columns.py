@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .._errors import ConversionError
+
 __all__ = ["ColumnTypes", "ConversionError", "Converter", "parse_bool", "record_builder"]
 
 Converter = Callable[[str], Any]
@@ -34,15 +36,6 @@ def parse_bool(text: str) -> bool:
     if word in _FALSE:
         return False
     raise ValueError(f"not a boolean: {text!r}")
-
-
-class ConversionError(ValueError):
-    """A field its column's converter rejected (the message names column and value)."""
-
-    def __init__(self, column: str, value: str, converter: Converter, cause: Exception) -> None:
-        name = getattr(converter, "__name__", None) or repr(converter)
-        super().__init__(f"column {column!r}: cannot convert {value!r} with {name}: {cause}")
-        self.column = column
 
 
 class ColumnTypes:

@@ -41,6 +41,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain
 from typing import Any, ClassVar, TypeVar
 
+from .._errors import RecordsRefused
+
 __all__ = ["DATA_ERRORS", "Database", "Insert", "RecordsRefused", "check_synchronous", "quote"]
 
 logger = logging.getLogger(__name__)
@@ -78,11 +80,6 @@ def check_synchronous(level: str) -> str:
     if upper not in _SYNCHRONOUS:
         raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {level!r}")
     return upper
-
-
-class RecordsRefused(Exception):
-    """Some records of a batch cannot be converted to rows (a record that is not a
-    mapping, a missing column or key): the caller takes the one-by-one path."""
 
 
 class Insert:
