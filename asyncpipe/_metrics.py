@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._channel import ChannelStatistics
 
-__all__ = ["NodeMetrics", "PipelineMetrics"]
+__all__ = ["NodeMetrics", "PipelineMetrics", "percentile"]
 
 _SAMPLES = 1024  # latency samples kept per node (a ring: the most recent ones)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """The nearest-rank percentile: the smallest value with at least ``fraction`` (0..1) of
+    ``values`` at or below it; None for no values.
+
+    asyncpipe's one percentile: node latencies and the load test's figures use it alike.
+    """
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
 class NodeStats:
@@ -48,11 +62,8 @@ class NodeStats:
         self.samples += 1
 
     def percentile(self, fraction: float) -> float | None:
-        n = min(self.samples, _SAMPLES)
-        if n == 0:
-            return None
-        ordered = sorted(self.latencies[:n])
-        return ordered[min(n - 1, int(fraction * n))]
+        """The nearest-rank percentile of the latency samples kept (None before any)."""
+        return percentile(self.latencies[: min(self.samples, _SAMPLES)], fraction)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sqlite3
 import statistics
 from collections import Counter
@@ -15,6 +14,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from asyncpipe._metrics import percentile
 
 from ._load import RUN_SPAN, Sample
 
@@ -38,15 +39,6 @@ class LevelResult:
     rtt_ms: dict[str, float | None]  # mean, p50, p95, p99, max over OK round trips
     server_ms: dict[str, float | None]  # processing_duration_seconds: mean, p50
     seed_mean_rtt_ms: float | None
-
-
-def _percentile(values: list[float], fraction: float) -> float | None:
-    """The nearest-rank percentile: the smallest value with ``fraction`` of the values at
-    or below it."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def summarise(clients: int, samples: Sequence[Sample]) -> LevelResult:
@@ -76,14 +68,14 @@ def summarise(clients: int, samples: Sequence[Sample]) -> LevelResult:
         items_per_second=round(acknowledged / seconds, 1) if seconds > 0 else 0.0,
         rtt_ms={
             "mean": ms(statistics.fmean(rtts)) if rtts else None,
-            "p50": ms(_percentile(rtts, 0.50)),
-            "p95": ms(_percentile(rtts, 0.95)),
-            "p99": ms(_percentile(rtts, 0.99)),
+            "p50": ms(percentile(rtts, 0.50)),
+            "p95": ms(percentile(rtts, 0.95)),
+            "p99": ms(percentile(rtts, 0.99)),
             "max": ms(max(rtts)) if rtts else None,
         },
         server_ms={
             "mean": ms(statistics.fmean(server)) if server else None,
-            "p50": ms(_percentile(server, 0.50)),
+            "p50": ms(percentile(server, 0.50)),
         },
         seed_mean_rtt_ms=None if seed is None else seed * 1000,
     )

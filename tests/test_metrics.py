@@ -6,7 +6,10 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from asyncpipe import HandlerNode, NodeMetrics, PipelineExecutor, PipelineMetrics
+from asyncpipe._metrics import percentile
 from asyncpipe.testing import CollectingSink, run_handler, run_pipeline
 
 
@@ -83,6 +86,26 @@ async def test_latency_percentiles_are_reported_after_traffic() -> None:
     assert node.latency_p50 is not None
     assert node.latency_p99 is not None
     assert 0 <= node.latency_p50 <= node.latency_p99
+
+
+@pytest.mark.parametrize(
+    ("values", "fraction", "expected"),
+    [
+        ([3.0, 1.0], 0.5, 1.0),  # the smallest value with half the values at or below it
+        ([1.0, 2.0, 3.0, 4.0], 0.5, 2.0),
+        ([1.0, 2.0, 3.0, 4.0], 0.51, 3.0),
+        ([float(i) for i in range(1, 101)], 0.99, 99.0),
+        ([float(i) for i in range(1, 101)], 0.95, 95.0),
+        ([5.0], 0.99, 5.0),
+        ([2.0, 1.0], 0.0, 1.0),
+        ([2.0, 1.0], 1.0, 2.0),
+        ([], 0.5, None),
+    ],
+)
+def test_percentile_is_nearest_rank(
+    values: list[float], fraction: float, expected: float | None
+) -> None:
+    assert percentile(values, fraction) == expected
 
 
 def test_latency_percentiles_are_none_before_any_traffic() -> None:

@@ -181,9 +181,8 @@ async def test_a_server_stopped_mid_level_shows_as_errors(
     assert level["requests"] == level["ok"] + sum(level["errors"].values())
 
 
-def test_percentiles_are_nearest_rank() -> None:
-    from loadtest._report import _percentile
+def test_the_report_uses_asyncpipes_one_percentile() -> None:
+    from asyncpipe import _metrics
+    from loadtest import _report
 
-    assert _percentile([3.0, 1.0], 0.5) == 1.0
-    assert _percentile([float(i) for i in range(1, 101)], 0.99) == 99.0
-    assert _percentile([], 0.5) is None
+    assert _report.percentile is _metrics.percentile
