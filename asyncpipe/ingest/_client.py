@@ -32,7 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from .v1 import ingest_pb2 as pb
 from .v1 import ingest_pb2_grpc as pb_grpc
 
-__all__ = ["IngestClient", "IngestStream", "RETRYABLE"]
+__all__ = ["RETRYABLE", "IngestClient", "IngestStream"]
 
 logger = logging.getLogger(__name__)
 

@@ -145,6 +145,8 @@ class IngestServer:
         self.ready = asyncio.Event()
         #: Set when a graceful stop begins: new batches are refused, streams stop reading.
         self.closing = asyncio.Event()
+        #: When calls still in flight are cut off, once stopping (loop time; None: now).
+        self.closing_deadline: float | None = None
         #: Calls being handled (a graceful stop waits for these, not for connections).
         self.calls = CallTracker()
         #: Clients that sent malformed requests (each logged once).
@@ -254,6 +256,8 @@ class IngestServer:
         The pipeline keeps running: stop it afterwards, so nothing answered is lost."""
         if self._server is None or self.closing.is_set():
             return
+        if grace is not None and grace > 0:
+            self.closing_deadline = asyncio.get_running_loop().time() + grace
         self.closing.set()
         if self._watcher is not None:
             self._watcher.cancel()

@@ -7,8 +7,9 @@ client's next write fail, and ``grpc.aio``'s client then reports ``INTERNAL: Int
 error from Core`` instead of the status the server sent (grpc/grpc#36066). So the
 server keeps reading for a short while, answering every further batch ``UNAVAILABLE``
 without taking it, until the client half-closes or has been quiet for
-:data:`STREAM_QUIET` seconds (at most :data:`STREAM_LINGER` in all); a client that stops
-writing at its first refusal then always sees the ``UNAVAILABLE`` status.
+:data:`STREAM_QUIET` seconds -- at most until the stop's grace ends (a stream is a call in
+flight): a client that stops writing at its first refusal then always sees the
+``UNAVAILABLE`` status, even on a host so loaded that it reads its replies late.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["STREAM_LINGER", "STREAM_QUIET", "Servicer"]
 
 #: Seconds of silence after which a stream being ended is ended.
-STREAM_QUIET = 0.25
-#: Longest a stream being ended keeps reading (and refusing) what its client sends.
+STREAM_QUIET = 1.0
+#: Longest a stream being ended keeps reading (and refusing) what its client sends, when
+#: the stop has no grace period.
 STREAM_LINGER = 2.0
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -80,6 +82,7 @@ class _Stream:
         self._window = asyncio.Semaphore(server.stream_window)
         self._writing = asyncio.Lock()
         self._answering: set[asyncio.Task[None]] = set()
+        self._reading: asyncio.Future[Any] | None = None  # a read while refusing
 
     async def run(self, request_iterator: AsyncIterator[Any]) -> None:
         requests = aiter(request_iterator)
@@ -102,11 +105,20 @@ class _Stream:
                 task.add_done_callback(self._answering.discard)
             refused = 0
             if following is not None:
-                refused, following = await self._refuse_the_rest(requests, following)
-            while self._answering:
-                done, _ = await asyncio.wait(self._answering, return_when=asyncio.FIRST_EXCEPTION)
-                for task in done:
-                    task.result()  # a failed write ends the call
+                # Read (and refuse) while the batches taken are answered, so the client's
+                # writes never wait on a server that stopped reading.
+                refusing = asyncio.create_task(
+                    self._refuse_the_rest(requests, following),
+                    name="asyncpipe:ingest:stream:refusing",
+                )
+                following = None
+                try:
+                    await self._answer_all()
+                    refused, following = await refusing
+                finally:
+                    refusing.cancel()
+            else:
+                await self._answer_all()
             if closing.done():
                 await self._context.abort(
                     grpc.StatusCode.UNAVAILABLE,
@@ -120,14 +132,31 @@ class _Stream:
             for task in self._answering:
                 task.cancel()
 
+    async def _answer_all(self) -> None:
+        while self._answering:
+            done, _ = await asyncio.wait(self._answering, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # a failed write ends the call
+
     async def _refuse_the_rest(
         self, requests: AsyncIterator[Any], following: asyncio.Future[Any]
     ) -> tuple[int, asyncio.Future[Any] | None]:
         """Answer ``UNAVAILABLE`` to what the client still sends (see the module
         docstring); returns how many batches that was, and the read still pending (None:
         the client half-closed), cancelled only once the call has its status."""
+        self._reading = following
+        try:
+            return await self._refuse(requests)
+        except BaseException:
+            if self._reading is not None:
+                self._reading.cancel()
+            raise
+
+    async def _refuse(self, requests: AsyncIterator[Any]) -> tuple[int, asyncio.Future[Any] | None]:
+        following = self._reading
+        assert following is not None
         loop = asyncio.get_running_loop()
-        until = loop.time() + STREAM_LINGER
+        until = self._server.closing_deadline or loop.time() + STREAM_LINGER
         refused = 0
         while True:
             left = min(STREAM_QUIET, until - loop.time())
@@ -135,13 +164,15 @@ class _Stream:
                 return refused, following
             done, _ = await asyncio.wait([following], timeout=left)
             if not done:
+                if self._answering:
+                    continue  # quiet, but batches taken are still being answered
                 return refused, following  # quiet: the client has stopped sending
             try:
                 request = following.result()
             except StopAsyncIteration:
                 return refused, None
             refused += 1
-            following = asyncio.ensure_future(anext(requests))
+            following = self._reading = asyncio.ensure_future(anext(requests))
             await self._write(
                 _refusal(request, grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
             )

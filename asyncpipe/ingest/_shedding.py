@@ -15,8 +15,11 @@ than the estimate is refused ``RESOURCE_EXHAUSTED`` with both figures, nothing t
 
 The average learns only when batches finish, which is too late in two cases: a burst
 arriving at a cold server (200 callers at once: nothing has finished yet), and a pipeline
-that has stalled. So *seconds per batch* is never taken below the time the line has
-stood still -- since the last batch finished, or since work arrived at an idle server.
+that has stalled. So until the first batch has finished, *seconds per batch* is taken to
+be ``initial`` (10 ms by default: a burst is let in only as deep as its deadlines allow at
+that pace, and the first answer corrects it), and it is never taken below the time the
+line has stood still -- since the last batch finished, or since work arrived at an idle
+server.
 In steady state that gap is shorter than the average and changes nothing; for a pipeline
 running many batches concurrently it may overstate the wait of a short deadline early
 in a burst, which is the side to err on (the caller is told at once, and retries).
@@ -40,12 +43,22 @@ class Ticket(NamedTuple):
 
 class LoadEstimator:
     """See the module docstring. ``weight`` is the share of the newest sample in the
-    average; ``clock`` returns seconds (``time.monotonic`` by default)."""
+    average; ``initial`` the seconds per batch assumed before any has finished; ``clock``
+    returns seconds (``time.monotonic`` by default)."""
 
-    def __init__(self, *, weight: float = 0.2, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        weight: float = 0.2,
+        initial: float = 0.01,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not 0 < weight <= 1:
             raise ValueError(f"weight must be within (0, 1], got {weight}")
+        if initial < 0:
+            raise ValueError(f"initial must be >= 0, got {initial}")
         self.weight = weight
+        self.initial = initial
         self.clock = clock
         #: Batches taken and not finished.
         self.in_flight = 0
@@ -60,9 +73,10 @@ class LoadEstimator:
 
     def expected_wait(self) -> float:
         """Seconds a batch taken now is expected to take (see the module docstring)."""
-        per_batch = self.per_batch or 0.0
-        if self.in_flight:
-            per_batch = max(per_batch, self.clock() - self._moved)
+        if not self.in_flight:
+            return self.per_batch or 0.0  # an idle server: one batch's time
+        per_batch = self.initial if self.per_batch is None else self.per_batch
+        per_batch = max(per_batch, self.clock() - self._moved)
         return (self.in_flight + 1) * per_batch
 
     def refusal(self, remaining: float | None) -> str | None:

@@ -42,35 +42,37 @@ async def test_silent_connections_do_not_hold_a_graceful_stop(tmp_path: Path) ->
 
 
 async def stream_until_stopped(db: Path) -> tuple[grpc.StatusCode, str, list[pb.IngestResponse]]:
-    """A client writing batches as fast as it can, stopping at its first refusal, while
-    the server stops: the stream's final status and details, and its replies."""
+    """A client writing batches as fast as it can while the server stops (once it has
+    answered the stream's first batch: the stream is open on both sides), and at its first
+    refusal doing what a client should -- stop writing, half-close --: the stream's final
+    status and details, and its replies."""
     async with serving(bank_pipeline(db)) as served:
         channel = grpc.aio.insecure_channel(served.server.address)
         call = pb_grpc.IngestionServiceStub(channel).IngestStream(timeout=TIMEOUT)
         refused = asyncio.Event()
-        written = asyncio.Event()
 
         async def write() -> None:
             for i in range(10_000):
                 if refused.is_set():
+                    await call.done_writing()
                     return
                 batch = transaction_batch(transactions(20, 1 + 20 * i), f"b{i}")
                 await call.write(pb.IngestRequest(transactions=batch))
-                if i == 5:
-                    written.set()
 
         writer = asyncio.create_task(write())
-        await written.wait()
-        stopping = asyncio.create_task(served.server.stop(grace=10))
+        stopping: asyncio.Task[None] | None = None
         answers = []
         final, details = grpc.StatusCode.OK, ""
         try:
             async for reply in call:
                 answers.append(reply)
+                if stopping is None:
+                    stopping = asyncio.create_task(served.server.stop(grace=10))
                 if reply.message.startswith("UNAVAILABLE"):
                     refused.set()
         except grpc.aio.AioRpcError as error:
             final, details = error.code(), error.details() or ""
+        assert stopping is not None
         await stopping
         await writer  # its writes all went through: none failed
         await channel.close()

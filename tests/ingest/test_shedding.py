@@ -21,9 +21,19 @@ def test_an_idle_server_that_has_learnt_nothing_refuses_nothing() -> None:
     assert load.refusal(0.0) is None
 
 
+def test_before_anything_finished_a_burst_is_let_in_at_the_initial_pace() -> None:
+    clock = Clock()
+    load = LoadEstimator(initial=0.01, clock=clock)
+    for _ in range(9):
+        load.take()  # a burst at a cold server
+    assert load.expected_wait() == pytest.approx(0.1)  # 10 batches x 10 ms
+    assert load.refusal(0.05) is not None
+    assert load.refusal(0.2) is None
+
+
 def test_before_anything_finished_the_wait_is_the_time_the_line_has_stood_still() -> None:
     clock = Clock()
-    load = LoadEstimator(clock=clock)
+    load = LoadEstimator(initial=0.0, clock=clock)
     for _ in range(9):
         load.take()  # a burst at a cold server
     assert load.expected_wait() == 0.0
@@ -100,3 +110,5 @@ def test_the_average_moves_by_its_weight() -> None:
 def test_the_weight_is_checked() -> None:
     with pytest.raises(ValueError, match="weight"):
         LoadEstimator(weight=0)
+    with pytest.raises(ValueError, match="initial"):
+        LoadEstimator(initial=-1)
