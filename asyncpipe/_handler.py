@@ -22,7 +22,7 @@ import enum
 import functools
 import inspect
 import types
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -40,22 +40,28 @@ class BaseHandler:
     window) may override ``finish()`` to emit what it holds once its input has ended.
     """
 
-    async def setup(self) -> None:
-        """Prepare resources. The default calls ``pre_message()`` if the subclass has one."""
-        await _call_hook(self, "pre_message")
+    # The hooks are typed so that an override may be ``async def`` or plain ``def``: the
+    # runtime awaits what they return only if it is awaitable.
+    def setup(self) -> Awaitable[None] | None:
+        """Prepare resources. The default calls ``pre_message()`` if the subclass has one.
 
-    async def teardown(self) -> None:
-        """Release resources. The default calls ``pos_message()`` if the subclass has one."""
-        await _call_hook(self, "pos_message")
+        Override it as ``async def`` or plain ``def``."""
+        return _call_hook(self, "pre_message")
+
+    def teardown(self) -> Awaitable[None] | None:
+        """Release resources. The default calls ``pos_message()`` if the subclass has one.
+
+        Override it as ``async def`` or plain ``def``."""
+        return _call_hook(self, "pos_message")
 
     async def __aenter__(self) -> Self:
         """``async with handler:`` runs ``setup()`` and, on the way out, ``teardown()``
         (for using a handler outside a pipeline, e.g. a sink in a script or a test)."""
-        await self.setup()
+        await _call_hook(self, "setup")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.teardown()
+        await _call_hook(self, "teardown")
 
     def handle(self, data: Any) -> Any:
         """Process one message; return the message to emit, or ``None`` to emit nothing.

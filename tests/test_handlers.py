@@ -62,7 +62,7 @@ async def test_base_handler_with_async_handle() -> None:
 
 async def test_base_handler_with_sync_handle() -> None:
     class Double(BaseHandler):
-        def handle(self, data: list[int]) -> list[int]:  # type: ignore[override]
+        def handle(self, data: list[int]) -> list[int]:
             return [x * 2 for x in data]
 
     run = await run_handler(Double(), [[1, 2], [3]], timeout=10)
@@ -196,10 +196,10 @@ async def test_setup_and_teardown_run_once_with_several_workers() -> None:
     calls: list[str] = []
 
     class Lifecycle(BaseHandler):
-        def setup(self) -> None:  # type: ignore[override]
+        def setup(self) -> None:
             calls.append("setup")
 
-        def teardown(self) -> None:  # type: ignore[override]
+        def teardown(self) -> None:
             calls.append("teardown")
 
         async def handle(self, data: Any) -> Any:
@@ -219,7 +219,7 @@ async def test_seed_pre_message_and_pos_message_hooks_are_called() -> None:
         def pos_message(self) -> None:
             calls.append("pos_message")
 
-        def handle(self, data: Any) -> Any:  # type: ignore[override]
+        def handle(self, data: Any) -> Any:
             calls.append("handle")
             return data
 
