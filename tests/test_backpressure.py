@@ -8,17 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pipelines import TIMEOUT, let_others_run, submit_once_open
 
-from asyncpipe import HandlerNode, PipelineAborted, PipelineClosed, PipelineExecutor, Receipt
+from asyncpipe import HandlerNode, PipelineAborted, PipelineExecutor
 from asyncpipe.testing import CollectingSink
-
-TIMEOUT = 10  # seconds; a bound for awaits that would otherwise hang
-
-
-async def let_others_run(turns: int = 50) -> None:
-    """Yield to the event loop enough times for every runnable task to go as far as it can."""
-    for _ in range(turns):
-        await asyncio.sleep(0)
 
 
 class Gated:
@@ -39,16 +32,6 @@ class Gated:
     def open_all(self) -> None:
         self.open = True
         self.permits.release()
-
-
-async def submit_once_open(executor: PipelineExecutor, node: str, message: Any) -> Receipt:
-    """submit() as soon as a run() started in another task accepts input."""
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            try:
-                return await executor.submit(node, message)
-            except PipelineClosed:
-                await asyncio.sleep(0)
 
 
 async def test_slow_consumer_keeps_the_producer_within_the_channel_capacity() -> None:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pipelines import TIMEOUT
 
 from asyncpipe import (
     AsyncpipeError,
@@ -27,8 +28,6 @@ from asyncpipe import (
     reject,
 )
 from asyncpipe.testing import CollectingSink, run_handler, run_pipeline
-
-TIMEOUT = 10  # seconds; a bound for awaits that would otherwise hang
 
 
 class Unlucky(Exception):
@@ -232,7 +231,7 @@ async def test_failing_setup_makes_run_raise_handler_error_naming_the_node() -> 
 
 async def test_failing_setup_makes_async_with_raise_handler_error() -> None:
     class NeedsDatabase(BaseHandler):
-        def setup(self) -> None:  # type: ignore[override]
+        def setup(self) -> None:
             raise ConnectionRefusedError("no database")
 
     ingest = HandlerNode("ingest")

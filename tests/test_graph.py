@@ -239,3 +239,22 @@ def test_to_mermaid_draws_cpu_nodes_as_subroutines() -> None:
     _, nodes, _ = parse_mermaid(text)
     assert nodes["crunch"][1] == "[[]]"
     assert "cpu" in text
+
+
+def chunk_generator(chunk: list[int]) -> Any:
+    yield chunk
+
+
+async def chunk_async_generator(chunk: list[int]) -> Any:
+    yield chunk
+
+
+@pytest.mark.parametrize(
+    "handler", [chunk_generator, chunk_async_generator], ids=["generator", "async-generator"]
+)
+async def test_parallel_with_a_generator_handler_is_refused_at_construction(
+    handler: Any,
+) -> None:
+    source = HandlerNode("source", [[1, 2, 3, 4]])
+    with pytest.raises(ValueError, match="parallel=True"):
+        HandlerNode("handler", handler, [source], parallel=True, chunks=2)

@@ -545,3 +545,65 @@ async def test_a_second_cancel_during_cleanup_skips_no_teardown() -> None:
 async def let_cleanup_start() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
+
+
+async def test_abort_after_run_returned_does_not_cancel_the_callers_task() -> None:
+    executor = from_source([1, 2, 3], CollectingSink())
+
+    async def caller() -> str:
+        await executor.run()
+        executor.abort()  # e.g. an application's shutdown hook
+        await asyncio.sleep(0)  # the caller's own work goes on
+        return "finished"
+
+    task = asyncio.create_task(caller())
+    async with asyncio.timeout(TIMEOUT):
+        await asyncio.wait([task])
+
+    assert not task.cancelled(), "abort() of a closed pipeline cancelled run()'s caller"
+    assert task.result() == "finished"
+    assert executor.state == "closed"
+
+
+async def test_aclose_on_a_closed_pipeline_returns_at_once() -> None:
+    executor = from_source([1, 2, 3], CollectingSink())
+    async with asyncio.timeout(TIMEOUT):
+        await executor.run()
+
+    async with asyncio.timeout(2):
+        await executor.aclose()  # from run()'s caller
+        await asyncio.create_task(executor.aclose())  # from another task
+    assert executor.state == "closed"
+
+
+async def test_timeout_around_async_with_still_fires_after_a_fail_fast_failure() -> None:
+    ingest = HandlerNode("ingest")
+    sink = HandlerNode("sink", fail, [ingest], on_error="fail")
+    executor = PipelineExecutor([ingest], [sink])
+    loop = asyncio.get_running_loop()
+    reached: list[bool] = []
+
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(TIMEOUT) as deadline:
+            async with executor:
+                receipt = await executor.submit("ingest", 1)
+                with pytest.raises(PipelineAborted):
+                    await receipt  # the pipeline has failed fail-fast
+                reached.append(True)
+                deadline.reschedule(loop.time())  # the timeout fires now...
+                await asyncio.Event().wait()  # ...during the application's own work
+
+    assert reached == [True]
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    assert executor.state == "closed"
+
+
+async def test_abort_of_a_pipeline_without_handlers_raises_pipeline_aborted() -> None:
+    executor = PipelineExecutor([HandlerNode("ingest")], [])
+    run = asyncio.create_task(executor.run())
+    async with asyncio.timeout(TIMEOUT):
+        await executor.wait_started()
+        executor.abort()
+        with pytest.raises(PipelineAborted):
+            await run

@@ -6,17 +6,17 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import workers
+from pipelines import WORKER_TIMEOUT, submit_once_open
 
-from asyncpipe import HandlerNode, HandlerSetupError, Outcome, PipelineExecutor
+from asyncpipe import HandlerNode, HandlerSetupError, Outcome, PipelineAborted, PipelineExecutor
 from asyncpipe.testing import CollectingSink, run_handler, run_pipeline
-
-TIMEOUT = 30  # seconds; a bound for awaits that would otherwise hang
 
 
 @contextlib.asynccontextmanager
@@ -90,7 +90,7 @@ async def test_setup_runs_once_in_each_worker_process_and_every_worker_is_used(
             range(20),
             max_workers=2,
             cpu=True,
-            timeout=TIMEOUT,
+            timeout=WORKER_TIMEOUT,
         )
 
     assert run.dead_letters == []
@@ -138,7 +138,7 @@ async def test_reject_in_worker_dead_letters_the_item_with_its_index() -> None:
     check = HandlerNode("check", workers.reject_odd, [ingest], cpu=True)
     out = HandlerNode("out", sink, [check])
 
-    async with asyncio.timeout(TIMEOUT):
+    async with asyncio.timeout(WORKER_TIMEOUT):
         async with PipelineExecutor([ingest], [check, out], max_workers=1) as executor:
             receipt = await executor.submit("ingest", [10, 11, 12, 13])
             await receipt
@@ -180,7 +180,7 @@ async def test_worker_killed_once_is_replaced_and_no_message_is_lost(tmp_path: P
             range(20),
             max_workers=2,
             cpu=True,
-            timeout=TIMEOUT,
+            timeout=WORKER_TIMEOUT,
         )
 
     assert marker.exists()  # the worker really died once
@@ -192,7 +192,11 @@ async def test_worker_killed_once_is_replaced_and_no_message_is_lost(tmp_path: P
 async def test_message_that_always_kills_its_worker_is_dead_lettered_as_worker_crashed() -> None:
     async with reaping_stray_workers():
         run = await run_handler(
-            workers.CrashAlways(poison=7), range(20), max_workers=2, cpu=True, timeout=TIMEOUT
+            workers.CrashAlways(poison=7),
+            range(20),
+            max_workers=2,
+            cpu=True,
+            timeout=WORKER_TIMEOUT,
         )
 
     assert run.outputs == [i for i in range(20) if i != 7]
@@ -213,7 +217,7 @@ async def test_worker_crashes_leave_no_worker_process_running_after_the_run() ->
 
     async with reaping_stray_workers() as strays:
         executor = await run_pipeline(
-            [source], [node, out], max_workers=2, crash_retries=15, timeout=TIMEOUT
+            [source], [node, out], max_workers=2, crash_retries=15, timeout=WORKER_TIMEOUT
         )
 
     assert executor.metrics().worker_restarts == 16
@@ -231,11 +235,11 @@ async def test_user_process_pool_is_used_and_left_running() -> None:
         node = HandlerNode("where", workers.where, [source], cpu=True)
         out = HandlerNode("out", sink, [node])
 
-        await run_pipeline([source], [node, out], executor=pool, timeout=TIMEOUT)
+        await run_pipeline([source], [node, out], executor=pool, timeout=WORKER_TIMEOUT)
 
         assert [label for _, label, _ in sink.items] == ["user-pool"] * 3
         assert os.getpid() not in {pid for pid, _, _ in sink.items}
-        async with asyncio.timeout(TIMEOUT):  # not shut down by asyncpipe
+        async with asyncio.timeout(WORKER_TIMEOUT):  # not shut down by asyncpipe
             assert await asyncio.wrap_future(pool.submit(workers.square, 7)) == 49
 
 
@@ -246,12 +250,12 @@ async def test_user_thread_pool_given_to_a_node_is_used_and_left_running() -> No
         node = HandlerNode("where", workers.where, [source], executor=pool)
         out = HandlerNode("out", sink, [node])
 
-        await run_pipeline([source], [node, out], timeout=TIMEOUT)
+        await run_pipeline([source], [node, out], timeout=WORKER_TIMEOUT)
 
         assert len(sink.items) == 3
         assert {pid for pid, _, _ in sink.items} == {os.getpid()}
         assert all(thread.startswith("user-threads") for _, _, thread in sink.items)
-        async with asyncio.timeout(TIMEOUT):  # not shut down by asyncpipe
+        async with asyncio.timeout(WORKER_TIMEOUT):  # not shut down by asyncpipe
             assert await asyncio.wrap_future(pool.submit(workers.square, 7)) == 49
 
 
@@ -274,7 +278,7 @@ async def test_a_started_pipeline_has_its_workers_set_up(tmp_path: Path) -> None
             await executor.wait_started()
             assert len(checked_in) == 2
             receipt = await executor.submit("count", 1)
-            await receipt.wait(TIMEOUT)
+            await receipt.wait(WORKER_TIMEOUT)
         assert executor.metrics()["count"].committed == 1
 
 
@@ -284,3 +288,73 @@ async def test_a_setup_failing_in_the_workers_fails_the_start() -> None:
     with pytest.raises(HandlerSetupError, match="setup"):
         async with executor:
             pytest.fail("the pipeline started")
+
+
+@contextlib.asynccontextmanager
+async def job_announcements() -> AsyncIterator[tuple[str, asyncio.Queue[int]]]:
+    """A unix socket server for :class:`workers.Hang`: yields its address and a queue that
+    receives the pid of each worker process as it starts a job."""
+    started: asyncio.Queue[int] = asyncio.Queue()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            started.put_nowait(int(await reader.readline()))
+        finally:
+            writer.close()
+
+    # A short directory: a unix socket path must fit in ~100 bytes.
+    with tempfile.TemporaryDirectory(prefix="ap-") as directory:
+        address = os.path.join(directory, "jobs.sock")
+        server = await asyncio.start_unix_server(on_connect, address)
+        async with server:
+            yield address, started
+
+
+async def test_abort_with_a_long_running_cpu_job_ends_the_run_quickly() -> None:
+    async with reaping_stray_workers() as strays, job_announcements() as (address, started):
+        source = HandlerNode("source", range(2))
+        cpu = HandlerNode("cpu", workers.Hang(address, limit=30), [source], cpu=True)
+        out = HandlerNode("sink", CollectingSink(), [cpu])
+        executor = PipelineExecutor([source], [cpu, out], max_workers=2)
+        run = asyncio.create_task(executor.run())
+        async with asyncio.timeout(WORKER_TIMEOUT):
+            pids = {await started.get(), await started.get()}  # both jobs are running
+
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        executor.abort()
+        abort_took = loop.time() - began
+        with pytest.raises(PipelineAborted):
+            async with asyncio.timeout(20):
+                await run
+        run_took = loop.time() - began
+
+    assert abort_took < 1
+    assert run_took < 5, f"run() took {run_took:.1f}s to end after abort()"
+    assert executor.state == "closed"
+    assert os.getpid() not in pids
+    assert strays == []
+
+
+async def test_abort_twice_with_a_cpu_job_running_fails_the_receipt_and_closes() -> None:
+    async with reaping_stray_workers() as strays, job_announcements() as (address, started):
+        ingest = HandlerNode("ingest")
+        cpu = HandlerNode("cpu", workers.Hang(address, limit=30), [ingest], cpu=True)
+        out = HandlerNode("sink", CollectingSink(), [cpu])
+        executor = PipelineExecutor([ingest], [cpu, out], max_workers=1)
+        run = asyncio.create_task(executor.run())
+        receipt = await submit_once_open(executor, "ingest", 1)
+        async with asyncio.timeout(WORKER_TIMEOUT):
+            await started.get()
+
+        executor.abort()
+        executor.abort()  # e.g. a second Ctrl-C
+        with pytest.raises(PipelineAborted):
+            async with asyncio.timeout(20):
+                await run
+
+    assert executor.state == "closed"
+    assert receipt.done()
+    with pytest.raises(PipelineAborted):
+        await receipt.wait(WORKER_TIMEOUT)
+    assert strays == []

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
+from pipelines import TIMEOUT, fed_by_submit
 from workers import reject_odd
 
 from asyncpipe import (
@@ -17,6 +18,7 @@ from asyncpipe import (
     PipelineExecutor,
     Receipt,
     Tracked,
+    reject,
 )
 from asyncpipe.testing import CollectingSink
 
@@ -132,7 +134,8 @@ async def test_generator_with_three_outputs_commits_three_times() -> None:
 
 async def test_async_generator_yielding_nothing_is_counted_as_filtered() -> None:
     async def nothing(message: Any) -> AsyncIterator[Any]:
-        for item in ():
+        empty: tuple[Any, ...] = ()
+        for item in empty:
             yield item
 
     receipt, _ = await submit_one(*chain(("nothing", nothing, {}), ("sink", Sink(), {})), "x")
@@ -390,3 +393,47 @@ async def test_the_runtimes_bookkeeping_is_not_on_the_receipt_users_hold() -> No
 
     receipt.release()
     assert (await receipt.wait(1)) is receipt
+
+
+def reject_negative_rows(batch: list[tuple[Any, ...]]) -> None:
+    """A sink for rows (tuples, as csv or sqlite give them): rejects negative amounts."""
+    for i, row in enumerate(batch):
+        if row[1] < 0:
+            reject(row, "negative", index=i)
+
+
+def reject_negative_rows_then_filter(batch: list[tuple[Any, ...]]) -> None:
+    reject_negative_rows(batch)
+    return None  # nothing left worth emitting
+
+
+async def test_a_rejected_tuple_row_counts_as_one_item() -> None:
+    executor = fed_by_submit(reject_negative_rows)
+    batch = [("a", 1, "x"), ("b", -1, "y"), ("c", 2, "z")]
+
+    async with asyncio.timeout(TIMEOUT):
+        async with executor:
+            receipt = await (await executor.submit("ingest", batch))
+
+    assert receipt.items[Outcome.DEAD_LETTERED] == 1
+    assert receipt.items[Outcome.COMMITTED] == 2
+    assert [d.payload for d in receipt.dead_letters] == [("b", -1, "y")]
+
+
+async def test_node_that_rejects_some_items_and_filters_counts_the_rest_as_filtered() -> None:
+    ingest = HandlerNode("ingest")
+    mid = HandlerNode("mid", reject_negative_rows_then_filter, [ingest])
+    sink = CollectingSink()
+    out = HandlerNode("sink", sink, [mid])
+    batch = [("a", 1), ("b", -1), ("c", 2)]  # 3 items, 1 rejected
+
+    async with asyncio.timeout(TIMEOUT):
+        async with PipelineExecutor([ingest], [mid, out]) as executor:
+            receipt = await (await executor.submit("ingest", batch))
+
+    assert receipt.items[Outcome.DEAD_LETTERED] == 1
+    assert receipt.items[Outcome.FILTERED] == 2
+    assert receipt.items[Outcome.COMMITTED] == 0
+    assert receipt.counts[Outcome.FILTERED] == 1
+    assert sink.items == []
+    assert executor.metrics()["mid"].filtered == 1
