@@ -25,7 +25,7 @@ class DemoServer:
         self.address = ""
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "server.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()/kill()
+        self._log = open(self.log_path, "w")  # closed in stop()/kill()
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -30,8 +30,8 @@ __all__ = [
     "CurrencyConverter",
     "Normalizer",
     "ScoreCheck",
-    "TimerBatches",
     "Select",
+    "TimerBatches",
 ]
 
 

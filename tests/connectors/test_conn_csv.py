@@ -6,12 +6,14 @@ import csv
 import datetime
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conn_helpers import TIMEOUT, collect, flatten, write
 
-from asyncpipe import HandlerError, HandlerNode, PipelineExecutor
+from asyncpipe import HandlerError, HandlerNode, Outcome, PipelineExecutor
 from asyncpipe.connectors import CsvSink, CsvSource, IterableSource
 from asyncpipe.testing import run_pipeline
 
@@ -32,7 +34,12 @@ async def test_typed_columns_are_converted_and_empty_fields_become_none(tmp_path
         tmp_path / "t.csv",
         "id,amount,vip,day,note\n1,2.5,yes,2024-01-31,x\n2,,false,,\n",
     )
-    types = {"id": int, "amount": float, "vip": bool, "day": datetime.date.fromisoformat}
+    types: dict[str, Callable[[str], Any]] = {
+        "id": int,
+        "amount": float,
+        "vip": bool,
+        "day": datetime.date.fromisoformat,
+    }
     messages, _ = await collect(CsvSource(path, types={**types, "note": str}))
     assert flatten(messages) == [
         {"id": 1, "amount": 2.5, "vip": True, "day": datetime.date(2024, 1, 31), "note": "x"},
@@ -234,8 +241,8 @@ async def test_records_the_header_cannot_hold_are_dead_letters(tmp_path: Path) -
         await receipt.wait(TIMEOUT)
         # flushed before the receipt resolved
         assert path.read_bytes() == b"id,name\r\n1,a\r\n3,\r\n"
-    assert receipt.items["committed"] == 2
-    assert receipt.items["dead_lettered"] == 2
+    assert receipt.items[Outcome.COMMITTED] == 2
+    assert receipt.items[Outcome.DEAD_LETTERED] == 2
     assert [(d.index, d.error_message) for d in executor.dead_letters] == [
         (1, f"CsvSink({str(path)!r}): field(s) 'extra' not in the header ['id', 'name']"),
         (2, f"CsvSink({str(path)!r}): not a dict record"),

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conn_helpers import TIMEOUT, collect, flatten, query
 
-from asyncpipe import HandlerError, HandlerNode, PipelineExecutor
+from asyncpipe import HandlerError, HandlerNode, Outcome, PipelineExecutor
 from asyncpipe.connectors import IterableSource, SqliteSink, SqliteSource, _sqlite_db
 from asyncpipe.testing import run_pipeline
 
@@ -157,7 +157,7 @@ async def test_bad_records_are_dead_letters_and_the_rest_is_committed(tmp_path: 
         receipt = await executor.submit("ingress", batch)
         await receipt.wait(TIMEOUT)
     assert query(db, "SELECT id FROM clients ORDER BY id") == [(1,), (4,)]
-    assert receipt.items["committed"] == 2 and receipt.items["dead_lettered"] == 4
+    assert receipt.items[Outcome.COMMITTED] == 2 and receipt.items[Outcome.DEAD_LETTERED] == 4
     letters = {d.index: d.error_message for d in executor.dead_letters}
     where = f"SqliteSink({str(db)!r}, table 'clients')"
     assert letters[1] == f"{where}: IntegrityError: NOT NULL constraint failed: clients.name"

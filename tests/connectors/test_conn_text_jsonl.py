@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conn_helpers import TIMEOUT, collect, flatten, write
 
-from asyncpipe import HandlerNode, PipelineExecutor
+from asyncpipe import HandlerNode, Outcome, PipelineExecutor
 from asyncpipe.connectors import IterableSource, JsonLinesSink, JsonLinesSource, TextSource
 from asyncpipe.testing import run_pipeline
 
@@ -121,7 +121,7 @@ async def test_unencodable_records_are_dead_letters_and_the_rest_is_written(
         receipt = await executor.submit("ingress", [{"a": 1}, {"b": object()}, {"c": 3}])
         await receipt.wait(TIMEOUT)
         assert out.read_text() == '{"a":1}\n{"c":3}\n'  # flushed before the receipt
-    assert receipt.items["committed"] == 2 and receipt.items["dead_lettered"] == 1
+    assert receipt.items[Outcome.COMMITTED] == 2 and receipt.items[Outcome.DEAD_LETTERED] == 1
     [letter] = executor.dead_letters
     assert letter.index == 1 and "cannot encode as JSON" in letter.error_message
 
