@@ -88,7 +88,7 @@ class NodeRuntime:
             if outputs is not None:
                 await send_all(outputs, receipt)
 
-    async def _serial_fast(self) -> None:
+    async def _serial_fast(self) -> None:  # noqa: C901 (one loop, inlined on purpose)
         # The loop for the common node: one output per message from a function or
         # coroutine on the event loop. Attempts.process + Outputs.send_all inlined, because
         # per-message overhead is what limits a chain of light stages; anything unusual (an

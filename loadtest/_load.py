@@ -24,8 +24,9 @@ from typing import Any, NamedTuple
 import grpc
 
 from asyncpipe import run
-from asyncpipe.ingest import IngestClient, IngestStream
-from asyncpipe.ingest.v1 import ingest_pb2 as pb
+from asyncpipe.demo.service import BankClient as IngestClient  # the bank's service
+from asyncpipe.demo.v1 import bank_pb2 as pb
+from asyncpipe.ingest import IngestStream
 
 __all__ = ["BASE_ID", "RUN_SPAN", "Plan", "Sample", "new_run_base", "run_level"]
 
@@ -136,23 +137,7 @@ async def _client(plan: Plan, index: int, samples: list[Sample]) -> None:
                 tx.id = ids_from + k
             n += 1
             started_wall, started = time.time(), time.perf_counter()
-            status, processed, server_seconds = "OK", 0, 0.0
-            try:
-                if stream is not None:
-                    reply = await asyncio.wait_for(stream.send(batch), plan.timeout)
-                else:
-                    reply = await client.send(batch)
-                if reply.success:
-                    processed = reply.items_processed
-                else:
-                    status = "FAILED"
-                server_seconds = reply.processing_duration_seconds
-            except grpc.aio.AioRpcError as error:
-                status = error.code().name
-            except TimeoutError:
-                status = "DEADLINE_EXCEEDED"
-            except ConnectionError:  # the stream ended under us
-                status = "UNAVAILABLE"
+            status, processed, server_seconds = await _round_trip(client, stream, batch, plan)
             rtt = time.perf_counter() - started
             samples.append(
                 Sample(
@@ -175,6 +160,28 @@ async def _client(plan: Plan, index: int, samples: list[Sample]) -> None:
                 if stream is not None:
                     break  # a broken stream answers nothing more
                 await asyncio.sleep(_ERROR_PAUSE)  # a failing server: don't spin on it
+
+
+async def _round_trip(
+    client: IngestClient, stream: IngestStream | None, batch: pb.TransactionBatch, plan: Plan
+) -> tuple[str, int, float]:
+    """Send ``batch`` (on ``stream`` if there is one) and wait for its reply: the status
+    (``OK``, ``FAILED`` or a gRPC status name), the items processed and the server's
+    processing time."""
+    try:
+        if stream is not None:
+            reply = await asyncio.wait_for(stream.send(batch), plan.timeout)
+        else:
+            reply = await client.send(batch)
+    except grpc.aio.AioRpcError as error:
+        return error.code().name, 0, 0.0
+    except TimeoutError:
+        return "DEADLINE_EXCEEDED", 0, 0.0
+    except ConnectionError:  # the stream ended under us
+        return "UNAVAILABLE", 0, 0.0
+    if reply.success:
+        return "OK", reply.items_processed, reply.processing_duration_seconds
+    return "FAILED", 0, reply.processing_duration_seconds
 
 
 def _quietly(stream: IngestStream) -> Any:

@@ -7,6 +7,13 @@ live in :mod:`asyncpipe.ingest.v1`. :class:`IngestServer` feeds a running
 runs a pipeline and its server until SIGINT/SIGTERM.
 """
 
+try:
+    import grpc  # noqa: F401  (every module below needs it; the core install has none)
+except ImportError as error:
+    raise ImportError(
+        "asyncpipe.ingest needs the grpc extra: pip install 'asyncpipe[grpc]'"
+    ) from error
+
 from .._exports import claim_module as _claim_module
 from ._client import (
     RETRYABLE,

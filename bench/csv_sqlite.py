@@ -1,4 +1,4 @@
-"""The CSV -> SQLite workload of ``python -m asyncpipe.bench`` (``--only csv``).
+"""The CSV -> SQLite workload of ``python -m bench`` (``--only csv``).
 
 Both sides read the same generated CSV file (``id,client_id,date,amount,currency,
 description``) and upsert every row, ``batch`` rows per transaction, into the same table
@@ -17,12 +17,11 @@ Every measurement runs in a fresh (spawned) process, so each side starts cold an
 memory is its own: ``peak_kb`` is the process's peak RSS during the run (Linux's
 ``VmHWM``, reset just before the run through ``/proc/self/clear_refs``), ``start_kb`` its
 RSS just before the run. (Not ``ru_maxrss``: a spawned child's includes the RSS of the
-parent it was forked from.) Nothing here prints: ``asyncpipe.bench`` does.
+parent it was forked from.) Nothing here prints: :mod:`bench.report` does.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import itertools
 import os
@@ -172,8 +171,9 @@ def through_asyncpipe(
     csv_path: str, db: str, batch: int, use_uvloop: bool, *, workers: int
 ) -> CsvRun:
     """``CsvSource -> SqliteSink``, the way the README shows it."""
+    # Imported here, in the measuring process: the plain loop's process never loads asyncpipe.
+    import asyncpipe
     from asyncpipe import HandlerNode, PipelineExecutor
-    from asyncpipe._runner import loop_factory
     from asyncpipe.connectors import CsvSource, SqliteSink
 
     _remove_db(db)
@@ -192,8 +192,7 @@ def through_asyncpipe(
             raise RuntimeError(f"unexpected dead letters: {executor.dead_letters[:3]}")
         return seconds, before, peak
 
-    with asyncio.Runner(loop_factory=loop_factory(use_uvloop)) as runner:
-        seconds, before, peak = runner.run(pipeline())
+    seconds, before, peak = asyncpipe.run(pipeline(), use_uvloop=use_uvloop)
     with sqlite3.connect(db) as conn:
         count = conn.execute("SELECT count(*) FROM tx").fetchone()[0]
     conn.close()

@@ -1,4 +1,4 @@
-"""The CSV -> SQLite workload of the benchmark command: every side stores every row."""
+"""The CSV -> SQLite workload of ``python -m bench``: every side stores every row."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from asyncpipe import _bench_csv
+from bench import csv_sqlite
 
 
-@pytest.mark.parametrize("side", list(_bench_csv.SIDES))
+@pytest.mark.parametrize("side", list(csv_sqlite.SIDES))
 def test_each_side_upserts_every_row_and_reports_its_memory(tmp_path: Path, side: str) -> None:
     csv_path, db = tmp_path / "t.csv", tmp_path / "t.db"
-    _bench_csv.write_csv(csv_path, 1234)
-    run = _bench_csv.SIDES[side](str(csv_path), str(db), 100, False)
+    csv_sqlite.write_csv(csv_path, 1234)
+    run = csv_sqlite.SIDES[side](str(csv_path), str(db), 100, False)
     assert run.rows == 1234 and run.seconds > 0
     assert run.peak_kb >= run.start_kb > 0
     with sqlite3.connect(db) as conn:

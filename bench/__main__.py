@@ -1,0 +1,120 @@
+"""``python -m bench [--only WORKLOAD] [--repeat K] [--quick] [--check]``: the engine's
+throughput against raw baselines, measured in one run.
+
+Workloads (``--only``, repeatable; all by default): ``per-item`` and ``batched``
+(:mod:`bench.engine`), ``cpu`` (:mod:`bench.cpu`), ``csv`` (:mod:`bench.csv_sqlite`).
+Repeats alternate which side goes first, so drift hits both sides alike; the tables
+(:mod:`bench.report`) give medians. The ingestion benchmark is ``python -m bench.ingest``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import sys
+from collections.abc import Sequence
+
+from asyncpipe import DEFAULT_CAPACITY
+
+from .cpu import CpuWorkload, calibrate_cpu
+from .csv_sqlite import SIDES, csv_workload
+from .engine import TARGET_BATCHED, TARGET_PER_ITEM, ChainWorkload
+from .measure import loop_name
+from .report import report
+
+__all__ = ["main", "parse_args"]
+
+WORKLOADS = ("per-item", "batched", "cpu", "csv")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="asyncpipe throughput vs raw asyncio and a plain CSV -> SQLite loop, "
+        "and process-pool speed-up.",
+        epilog="The gRPC ingestion benchmark: python -m bench.ingest --help.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add(
+        "--only",
+        choices=WORKLOADS,
+        action="append",
+        default=argparse.SUPPRESS,  # not shown as None: no --only runs every workload
+        help="run only this workload (repeatable; default: all of them)",
+    )
+    add("--items", type=int, default=200_000, help="items per chain pass")
+    add("--batch", type=int, default=500, help="items per batched message (csv: per commit)")
+    add("--repeat", type=int, default=5, help="repeats (medians are reported)")
+    add("--min-seconds", type=float, default=0.5, help="least measured time per chain sample")
+    add("--cpu-messages", type=int, default=80, help="messages per cpu run")
+    add("--cpu-ms", type=float, default=15.0, help="CPU work per message, ms")
+    add("--rows", type=int, default=1_000_000, help="csv: rows upserted")
+    add("--no-raw-cpu", action="store_true", help="skip the raw process-pool reference")
+    add("--no-uvloop", action="store_true", help="use the default event loop")
+    add(
+        "--quick",
+        action="store_true",
+        help="a short smoke run: at most 20,000 items, 1 repeat, 0.05 s samples, "
+        "12 cpu messages of 10 ms, 100,000 rows",
+    )
+    add("--check", action="store_true", help="exit with status 1 if a target is missed")
+    args = parser.parse_args(argv)
+    args.only = getattr(args, "only", None) or list(WORKLOADS)
+    if args.quick:
+        args.items = min(args.items, 20_000)
+        args.repeat = 1
+        args.min_seconds = min(args.min_seconds, 0.05)
+        args.cpu_messages = min(args.cpu_messages, 12)
+        args.cpu_ms = min(args.cpu_ms, 10.0)
+        args.rows = min(args.rows, 100_000)
+    if min(args.items, args.batch, args.repeat, args.cpu_messages, args.rows) < 1:
+        parser.error("--items, --batch, --repeat, --cpu-messages and --rows must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    use_uvloop = not args.no_uvloop
+    workloads = set(args.only)
+    chains = [
+        ChainWorkload(label, args.items, batch, target)
+        for name, label, batch, target in (
+            ("per-item", "per-item (1 item/msg)", None, TARGET_PER_ITEM),
+            ("batched", f"batched ({args.batch} items/msg)", args.batch, TARGET_BATCHED),
+        )
+        if name in workloads
+    ]
+    cpu = None
+    if "cpu" in workloads:
+        cpu = CpuWorkload(args.cpu_messages, calibrate_cpu(args.cpu_ms), raw=not args.no_raw_cpu)
+    print(
+        f"bench: Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"loop={loop_name(use_uvloop)}, items={args.items:,}, batch={args.batch}, "
+        f"repeat={args.repeat}, capacity={DEFAULT_CAPACITY}, "
+        f"cpu={args.cpu_messages} messages x {args.cpu_ms:g} ms, csv={args.rows:,} rows",
+        flush=True,
+    )
+    with contextlib.ExitStack() as stack:
+        csv = None
+        if "csv" in workloads:
+            csv = stack.enter_context(csv_workload(args.rows, args.batch, use_uvloop))
+        for r in range(args.repeat):
+            flip = r % 2 == 1  # alternate who goes first, so drift hits both sides alike
+            line = [chain.measure(use_uvloop, args.min_seconds, flip) for chain in chains]
+            if cpu is not None:
+                line += cpu.measure(use_uvloop, r)
+            if csv is not None:
+                for side in list(SIDES)[::-1] if flip else SIDES:
+                    csv.measure(side)
+                serial = csv.results.ratios("asyncpipe, workers=1")[-1]
+                line.append(f"csv {serial:.2f}x/{csv.results.ratios()[-1]:.2f}x (workers=1/2)")
+            print(f"  repeat {r + 1}/{args.repeat}: " + ", ".join(line), flush=True)
+    failed = report(chains, cpu, csv.results if csv is not None else None)
+    return 1 if args.check and failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

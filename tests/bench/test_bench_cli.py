@@ -1,0 +1,53 @@
+"""``python -m bench``: run from the repository, every option shown with its default, and
+the engine workloads run end to end at a tiny size (the figures themselves are not tested)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import main, parse_args
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_help_lists_every_option_with_its_default() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    for option, default in [("--items", "200000"), ("--repeat", "5"), ("--rows", "1000000")]:
+        assert option in done.stdout
+        assert f"(default: {default})" in done.stdout
+    assert "python -m bench.ingest" in done.stdout
+
+
+def test_no_only_runs_every_workload_and_quick_caps_the_sizes() -> None:
+    args = parse_args(["--quick"])
+    assert args.only == ["per-item", "batched", "cpu", "csv"]
+    assert (args.items, args.repeat, args.rows) == (20_000, 1, 100_000)
+    assert parse_args(["--only", "csv", "--only", "cpu"]).only == ["csv", "cpu"]
+
+
+def test_chains_run_and_report(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--only", "per-item", "--only", "batched", "--items", "2000", "--batch", "100"]
+    assert main([*argv, "--repeat", "1", "--min-seconds", "0.001", "--no-uvloop"]) == 0
+    out = capsys.readouterr().out
+    assert "per-item (1 item/msg)" in out and "batched (100 items/msg)" in out
+
+
+def test_cpu_workers_find_the_handler_in_the_repository(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # bench is not installed: the pool's worker processes import bench.cpu by reference
+    # from the repository, as they do under ``python -m bench``.
+    argv = ["--only", "cpu", "--cpu-messages", "2", "--cpu-ms", "1", "--no-raw-cpu"]
+    assert main([*argv, "--repeat", "1"]) == 0
+    assert "cpu=True stage" in capsys.readouterr().out
