@@ -122,8 +122,8 @@ class SqliteSink(BaseHandler):
 
     For bulk loads give the node ``workers=2``: the next batch then reaches the database
     thread while the previous one commits, and the event loop prepares more meanwhile
-    (about 10% more rows/s from CSV on 2 cores, 2-19% across runs; ``python -m
-    asyncpipe.bench --only csv``). Batches are still written in the order they arrive,
+    (about 10% more rows/s from CSV on 2 cores, 2-19% across runs; ``python -m bench
+    --only csv`` in the repository). Batches are still written in the order they arrive,
     each committed before its receipt resolves; but a batch that fails and is retried is
     written after the one behind it, so if two batches upsert the same key, the older
     values can win.
