@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from asyncpipe.ingest import IngestClient
+from asyncpipe.demo.service import BankClient as IngestClient  # the bank's service
 
 __all__ = ["DemoServer"]
 

@@ -37,6 +37,7 @@ from ._domain import RATES
 from ._model import train
 from ._pipeline import DemoConfig, build_pipeline, reset_outputs
 from ._reference import compare, compute
+from .service import bank_server
 
 logger = logging.getLogger("asyncpipe.demo")
 
@@ -199,14 +200,14 @@ async def _run(
         refresher = asyncio.create_task(refresh())
         try:
             if args.serve:
-                server = IngestServer(
+                server = bank_server(
                     executor,
-                    host=args.host,
-                    port=args.port,
                     clients="normalize",
                     transactions="classify",
                     scores="scores",
                     currencies=config.rates,  # what the converter knows, --rate included
+                    host=args.host,
+                    port=args.port,
                 )
 
                 def ready(server: IngestServer) -> None:

@@ -15,8 +15,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ingest import MAX_AMOUNT, cpf_digits
-
 __all__ = [
     "CATEGORIES",
     "INCOME_CATEGORY",
@@ -30,6 +28,7 @@ __all__ = [
     "cents",
     "classify",
     "convert",
+    "cpf_digits",
     "normalize_address",
     "normalize_client",
     "normalize_text",
@@ -71,8 +70,10 @@ _CATEGORY_OF = {word: category for category, words in KEYWORDS.items() for word 
 #: BRL per unit of each currency (configurable with ``--rate USD=5.1``).
 RATES: dict[str, float] = {"BRL": 1.0, "USD": 5.0, "EUR": 5.5}
 
-# MAX_AMOUNT (from the gRPC intake, 1e9): the largest amount of money, in its own
-# currency, the demo accepts too. A finite but huge amount (3.5e38, 1e308) is a poison:
+#: The largest amount of money a transaction may have, in its own currency, wherever it
+#: comes from (database, inbox, timer, gRPC).
+MAX_AMOUNT = 1_000_000_000.0
+# A finite but huge amount (3.5e38, 1e308) is a poison:
 # the risk model works in float32 (max ~3.4e38) and raises for its whole batch, and the
 # integer cents of 1e308 x rate overflow. Such an amount is rejected with its reason
 # instead, wherever it came from (database, inbox, timer, gRPC).
@@ -81,6 +82,26 @@ RATES: dict[str, float] = {"BRL": 1.0, "USD": 5.0, "EUR": 5.5}
 MAX_AMOUNT_BRL = 10_000_000_000_000.0
 
 _STREET_TYPES = {"RUA": "R.", "AVENIDA": "AV.", "PRACA": "PCA."}
+_NOT_DIGITS = str.maketrans("", "", ".-/ ")
+
+
+def cpf_digits(raw: str) -> str | None:
+    """The 11 digits of a valid CPF (``"123.456.789-09"`` or ``"12345678909"``), else None."""
+    digits = raw.translate(_NOT_DIGITS)
+    if len(digits) != 11 or not digits.isdigit() or not digits.isascii():
+        return None
+    if digits == digits[0] * 11:
+        return None  # 000.000.000-00 and the like pass the arithmetic but are invalid
+    # The check digits, written out (twice as fast as sums over zipped weights): the
+    # first weighs the nine digits 10..2, the second weighs the ten digits 11..2, which is
+    # the first sum plus the nine digits once more plus twice the first check digit.
+    a, b, c, d, e, f, g, h, i, j, k = map(int, digits)
+    weighted = 10 * a + 9 * b + 8 * c + 7 * d + 6 * e + 5 * f + 4 * g + 3 * h + 2 * i
+    if weighted * 10 % 11 % 10 != j:
+        return None
+    if (weighted + a + b + c + d + e + f + g + h + i + 2 * j) * 10 % 11 % 10 != k:
+        return None
+    return digits
 
 
 def normalize_text(text: str) -> str:

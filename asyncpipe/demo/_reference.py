@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..ingest import cpf_digits
 from ._data import SCORE_FIELDS, SCORE_TYPES, TXT_FIELDS, TXT_TYPES, inbox_path, timer_batch
 from ._domain import (
     ClientState,
     Totals,
     classify,
     convert,
+    cpf_digits,
     global_metrics,
     normalize_client,
     profile,

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from .._handler import BaseHandler, reject
-from ..ingest import cpf_digits
 from ._data import Scale, timer_batch
 from ._dedupe import DEDUPE_IDS, RecentIds
 from ._domain import (
@@ -17,6 +16,7 @@ from ._domain import (
     Totals,
     classify,
     convert,
+    cpf_digits,
     global_metrics,
     normalize_client,
     profile,

@@ -1,62 +1,38 @@
-"""The gRPC ingestion service: batches of clients, transactions and scores into a pipeline.
+"""Generic gRPC ingestion: batches of any protobuf service pushed into a pipeline.
 
-The protocol is ``proto/asyncpipe/ingest/v1/ingest.proto``; its generated Python modules
-live in :mod:`asyncpipe.ingest.v1`. :class:`IngestServer` feeds a running
-:class:`asyncpipe.PipelineExecutor` and answers each batch from its receipt;
-:class:`IngestClient` sends batches and retries those not acknowledged; :func:`serve`
-runs a pipeline and its server until SIGINT/SIGTERM.
+:class:`IngestServer` serves a service of the application's (a ``ServiceDescriptor`` from
+its generated ``*_pb2`` module) into a running :class:`asyncpipe.PipelineExecutor`: per
+method a :class:`Route` names the producer node and converts each item to a record (or an
+:class:`Invalid` with the reason), and each batch is answered from its receipt.
+:class:`IngestClient` sends batches to such a server and retries those not acknowledged;
+:func:`serve` runs a pipeline and its server until SIGINT/SIGTERM. The bank demo's
+service is one user of it (:mod:`asyncpipe.demo.service`); ``demo/own_proto/`` another.
 """
 
-try:
-    import grpc  # noqa: F401  (every module below needs it; the core install has none)
-except ImportError as error:
+from importlib.util import find_spec as _find_spec
+
+if _find_spec("grpc") is None:
     raise ImportError(
         "asyncpipe.ingest needs the grpc extra: pip install 'asyncpipe[grpc]'"
-    ) from error
+    ) from ModuleNotFoundError("No module named 'grpc'", name="grpc")
 
 from .._exports import claim_module as _claim_module
-from ._client import (
-    RETRYABLE,
-    IngestClient,
-    IngestStream,
-    client_batch,
-    new_batch_id,
-    score_batch,
-    transaction_batch,
-)
+from ._client import RETRYABLE, IngestClient, IngestStream, new_batch_id
 from ._intake import Ack
-from ._records import (
-    DEFAULT_CURRENCIES,
-    MAX_AMOUNT,
-    Converted,
-    client_records,
-    cpf_digits,
-    is_valid_cpf,
-    score_records,
-    transaction_records,
-)
-from ._server import SERVICE_NAME, IngestServer, serve
+from ._routes import Invalid, Route, quoted
+from ._server import IngestServer, serve
 
 __all__ = [
-    "DEFAULT_CURRENCIES",
-    "MAX_AMOUNT",
     "RETRYABLE",
-    "SERVICE_NAME",
     "Ack",
-    "Converted",
     "IngestClient",
     "IngestServer",
     "IngestStream",
-    "client_batch",
-    "client_records",
-    "cpf_digits",
-    "is_valid_cpf",
+    "Invalid",
+    "Route",
     "new_batch_id",
-    "score_batch",
-    "score_records",
+    "quoted",
     "serve",
-    "transaction_batch",
-    "transaction_records",
 ]
 
 _claim_module(globals(), __all__, __name__)

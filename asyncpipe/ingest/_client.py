@@ -1,18 +1,22 @@
-"""An async client of the ingestion service, for applications and the load test.
+"""An async client of a service served by :class:`IngestServer`, for applications and the
+load test.
 
-One ``grpc.aio`` channel is reused for every call. Each call has a deadline; a batch that
-was not acknowledged -- the server was unavailable, saturated (``RESOURCE_EXHAUSTED``),
-restarting, or the deadline passed -- is sent again with the *same* ``batch_id``, with
-exponential backoff, up to ``retries`` times. Sinks upsert, so a batch stored before its
-reply was lost is not duplicated by the retry::
+One ``grpc.aio`` channel is reused for every call; the client is built from the same
+``ServiceDescriptor`` as the server, so it needs no generated stub. Each call has a
+deadline; a batch that was not acknowledged -- the server was unavailable, saturated
+(``RESOURCE_EXHAUSTED``), restarting, or the deadline passed -- is sent again with the
+*same* ``batch_id``, with exponential backoff, up to ``retries`` times. Sinks upsert, so a
+batch stored before its reply was lost is not duplicated by the retry::
 
-    async with IngestClient("127.0.0.1:50051") as client:
-        reply = await client.send_transactions([{"id": 1, "client_id": 7, ...}])
+    service = sensors_pb2.DESCRIPTOR.services_by_name["Sensors"]
+    async with IngestClient("127.0.0.1:50051", service) as client:
+        reply = await client.send(sensors_pb2.ReadingBatch(batch_id=new_batch_id(), ...))
         assert reply.success, reply.message
 
 A reply with ``success`` false (items failed inside the pipeline) is returned, not
 retried: sending the same items again would fail the same way. Items that are invalid are
-listed in ``reply.rejections``; they are not errors either.
+listed in ``reply.rejections``; they are not errors either. The client expects each
+batch's id in a field named ``batch_id``.
 """
 
 from __future__ import annotations
@@ -21,18 +25,17 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self
 
 import grpc
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .v1 import ingest_pb2 as pb
-from .v1 import ingest_pb2_grpc as pb_grpc
-
-__all__ = ["RETRYABLE", "IngestClient", "IngestStream"]
+__all__ = ["RETRYABLE", "IngestClient", "IngestStream", "new_batch_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,60 +49,21 @@ RETRYABLE = frozenset(
     }
 )
 
-Batch = pb.ClientBatch | pb.TransactionBatch | pb.ScoreBatch
-M = TypeVar("M", bound=Message)
-
-B = TypeVar("B", pb.ClientBatch, pb.TransactionBatch, pb.ScoreBatch)
-
-_KIND = {pb.ClientBatch: "clients", pb.TransactionBatch: "transactions", pb.ScoreBatch: "scores"}
-#: The items of each kind of batch (in its repeated field named after the kind).
-_ITEM_TYPE: dict[type[Any], type[Message]] = {
-    pb.ClientBatch: pb.Client,
-    pb.TransactionBatch: pb.Transaction,
-    pb.ScoreBatch: pb.Score,
-}
-
-
-def _message(cls: type[M], item: M | Mapping[str, Any]) -> M:
-    if isinstance(item, cls):
-        return item
-    if isinstance(item, Mapping):
-        return cls(**{k: v for k, v in item.items() if v is not None})
-    raise TypeError(f"expected a {cls.__name__} or a mapping, got {type(item).__name__}")
-
 
 def new_batch_id() -> str:
+    """A fresh, unique batch id (a UUID4 in hex)."""
     return uuid.uuid4().hex
 
 
-def _batch(batch_type: type[B], items: Iterable[Any], batch_id: str | None) -> B:
-    """A batch of ``batch_type`` with a fresh id (unless given) and the emission time."""
-    item_type = _ITEM_TYPE[batch_type]
-    batch = batch_type(batch_id=batch_id or new_batch_id())
-    getattr(batch, _KIND[batch_type]).extend(_message(item_type, item) for item in items)
-    batch.emitted_at.GetCurrentTime()
-    return batch
+def _path(method: MethodDescriptor) -> str:
+    return f"/{method.containing_service.full_name}/{method.name}"
 
 
-def transaction_batch(
-    items: Iterable[pb.Transaction | Mapping[str, Any]], batch_id: str | None = None
-) -> pb.TransactionBatch:
-    """A ``TransactionBatch`` of messages or mappings (a None value means "not set")."""
-    return _batch(pb.TransactionBatch, items, batch_id)
-
-
-def client_batch(
-    items: Iterable[pb.Client | Mapping[str, Any]], batch_id: str | None = None
-) -> pb.ClientBatch:
-    """A ``ClientBatch`` of messages or mappings."""
-    return _batch(pb.ClientBatch, items, batch_id)
-
-
-def score_batch(
-    items: Iterable[pb.Score | Mapping[str, Any]], batch_id: str | None = None
-) -> pb.ScoreBatch:
-    """A ``ScoreBatch`` of messages or mappings."""
-    return _batch(pb.ScoreBatch, items, batch_id)
+def _only(methods: list[MethodDescriptor], what: str, service: str) -> MethodDescriptor:
+    if len(methods) != 1:
+        names = ", ".join(m.name for m in methods) or "none"
+        raise ValueError(f"{service}: name the method: {what}: {names}")
+    return methods[0]
 
 
 class IngestClient:
@@ -107,6 +71,7 @@ class IngestClient:
 
     Args:
         target: ``host:port``.
+        service: the service the server serves (``my_pb2.DESCRIPTOR.services_by_name[...]``).
         timeout: deadline of each attempt, in seconds.
         retries: attempts after the first for a batch that was not acknowledged.
         backoff, max_backoff: the first pause between attempts and its cap (doubling,
@@ -118,6 +83,7 @@ class IngestClient:
     def __init__(
         self,
         target: str,
+        service: ServiceDescriptor,
         *,
         timeout: float = 10.0,
         retries: int = 5,
@@ -127,6 +93,7 @@ class IngestClient:
         max_message_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.target = target
+        self.service = service
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -142,12 +109,7 @@ class IngestClient:
                 ("grpc.max_reconnect_backoff_ms", 1000),
             ],
         )
-        self._stub = pb_grpc.IngestionServiceStub(self._channel)
-        self._methods: dict[str, Any] = {
-            "clients": self._stub.IngestClients,
-            "transactions": self._stub.IngestTransactions,
-            "scores": self._stub.IngestScores,
-        }
+        self._calls: dict[str, Any] = {}  # method name -> its multicallable
 
     def __repr__(self) -> str:
         return f"<IngestClient {self.target}>"
@@ -155,7 +117,7 @@ class IngestClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def __aenter__(self) -> IngestClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -166,22 +128,47 @@ class IngestClient:
     ) -> None:
         await self.close()
 
-    async def send(self, batch: Batch, *, timeout: float | None = None) -> pb.IngestResponse:
-        """Send one batch, retrying it (same ``batch_id``) until acknowledged.
+    def _unary(self, batch: Message, name: str | None) -> Any:
+        """The multicallable of the unary method ``name``, or of the one method taking
+        ``batch``'s type."""
+        if name is None:
+            taking = [
+                m
+                for m in self.service.methods
+                if m.input_type.full_name == batch.DESCRIPTOR.full_name
+                and not (m.client_streaming or m.server_streaming)
+            ]
+            name = _only(
+                taking, f"unary methods taking {batch.DESCRIPTOR.name}", self.service.name
+            ).name
+        call = self._calls.get(name)
+        if call is None:
+            method = self.service.methods_by_name[name]
+            call = self._calls[name] = self._channel.unary_unary(
+                _path(method),
+                request_serializer=GetMessageClass(method.input_type).SerializeToString,
+                response_deserializer=GetMessageClass(method.output_type).FromString,
+            )
+        return call
+
+    async def send(
+        self, batch: Message, *, method: str | None = None, timeout: float | None = None
+    ) -> Any:
+        """Send one batch to ``method`` (by default the one unary method taking its type),
+        retrying it (same ``batch_id``) until acknowledged; returns the reply.
 
         Raises ``grpc.aio.AioRpcError`` for a status that is not worth retrying
         (``INVALID_ARGUMENT``...) or once the retries are spent.
         """
-        method = self._methods[_KIND[type(batch)]]
+        call = self._unary(batch, method)
         attempt = 0
         while True:
             try:
-                response: pb.IngestResponse = await method(
+                return await call(
                     batch,
                     timeout=self.timeout if timeout is None else timeout,
                     wait_for_ready=self.wait_for_ready,
                 )
-                return response
             except grpc.aio.AioRpcError as error:
                 if error.code() not in RETRYABLE or attempt >= self.retries:
                     raise
@@ -189,7 +176,7 @@ class IngestClient:
                 attempt += 1
                 logger.info(
                     "batch %s: %s (%s); attempt %d in %.2fs",
-                    batch.batch_id,
+                    getattr(batch, "batch_id", "?"),
                     error.code().name,
                     error.details(),
                     attempt + 1,
@@ -197,37 +184,22 @@ class IngestClient:
                 )
                 await asyncio.sleep(pause * random.uniform(0.5, 1.0))
 
-    async def send_transactions(
-        self,
-        items: Iterable[pb.Transaction | Mapping[str, Any]],
-        *,
-        batch_id: str | None = None,
-        timeout: float | None = None,
-    ) -> pb.IngestResponse:
-        return await self.send(transaction_batch(items, batch_id), timeout=timeout)
-
-    async def send_clients(
-        self,
-        items: Iterable[pb.Client | Mapping[str, Any]],
-        *,
-        batch_id: str | None = None,
-        timeout: float | None = None,
-    ) -> pb.IngestResponse:
-        return await self.send(client_batch(items, batch_id), timeout=timeout)
-
-    async def send_scores(
-        self,
-        items: Iterable[pb.Score | Mapping[str, Any]],
-        *,
-        batch_id: str | None = None,
-        timeout: float | None = None,
-    ) -> pb.IngestResponse:
-        return await self.send(score_batch(items, batch_id), timeout=timeout)
-
-    def stream(self, *, timeout: float | None = None) -> IngestStream:
-        """A bidirectional ``IngestStream`` call: ``async with client.stream() as s:
-        reply = await s.send(batch)``; many sends may be in flight at once."""
-        return IngestStream(self._stub, timeout=timeout)
+    def stream(self, method: str | None = None, *, timeout: float | None = None) -> IngestStream:
+        """A call of the stream method ``method`` (by default the service's one stream
+        method): ``async with client.stream() as s: reply = await s.send(batch)``; many
+        sends may be in flight at once."""
+        if method is None:
+            streams = [m for m in self.service.methods if m.client_streaming]
+            found = _only(streams, "stream methods", self.service.name)
+        else:
+            found = self.service.methods_by_name[method]
+        request = GetMessageClass(found.input_type)
+        call = self._channel.stream_stream(
+            _path(found),
+            request_serializer=request.SerializeToString,
+            response_deserializer=GetMessageClass(found.output_type).FromString,
+        )
+        return IngestStream(call, request, timeout=timeout)
 
     async def health(self, service: str = "", *, timeout: float = 5.0) -> str:
         """The server's health status name (``"SERVING"``, ``"NOT_SERVING"``...)."""
@@ -241,23 +213,39 @@ class IngestClient:
 
 
 class IngestStream:
-    """One ``IngestStream`` call; replies are matched to sends by ``batch_id``.
+    """One stream call; replies are matched to sends by ``batch_id``. Each batch sent is
+    wrapped in the stream's request message, in the ``oneof`` member of its type.
 
     Not retried as a whole: if the call fails, every pending ``send()`` raises the error
     and the caller sends those batches again (on a new stream or by unary calls).
     """
 
-    def __init__(self, stub: pb_grpc.IngestionServiceStub, *, timeout: float | None) -> None:
-        self._stub = stub
+    def __init__(
+        self,
+        open_call: Callable[..., Any],
+        request: type[Message],
+        *,
+        timeout: float | None,
+    ) -> None:
+        self._open_call = open_call
+        self._request = request
+        oneofs = request.DESCRIPTOR.oneofs
+        #: batch type (full name) -> the request's oneof member holding it
+        self._members = {
+            f.message_type.full_name: f.name
+            for oneof in oneofs
+            for f in oneof.fields
+            if f.message_type is not None
+        }
         self._timeout = timeout
         self._call: Any = None
-        self._pending: dict[str, asyncio.Future[pb.IngestResponse]] = {}
+        self._pending: dict[str, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
         self._writing = asyncio.Lock()  # grpc.aio takes one write at a time
 
     async def __aenter__(self) -> IngestStream:
-        self._call = self._stub.IngestStream(timeout=self._timeout)
+        self._call = self._open_call(timeout=self._timeout)
         self._reader = asyncio.create_task(self._read())
         return self
 
@@ -276,17 +264,20 @@ class IngestStream:
             self._reader.cancel()
             await asyncio.wait([self._reader])
 
-    async def send(self, batch: Batch) -> pb.IngestResponse:
+    async def send(self, batch: Message) -> Any:
         """Send one batch on the stream and wait for its reply."""
         if self._failure is not None:
             raise self._failure
-        batch_id = batch.batch_id
+        member = self._members.get(batch.DESCRIPTOR.full_name)
+        if member is None:
+            raise TypeError(f"a {self._request.DESCRIPTOR.name} holds no {batch.DESCRIPTOR.name}")
+        batch_id: str = getattr(batch, "batch_id", "")
         if not batch_id or batch_id in self._pending:
             raise ValueError(f"each batch on a stream needs a unique batch_id, got {batch_id!r}")
         future = asyncio.get_running_loop().create_future()
         self._pending[batch_id] = future
-        request = pb.IngestRequest()
-        getattr(request, _KIND[type(batch)]).CopyFrom(batch)
+        request = self._request()
+        getattr(request, member).CopyFrom(batch)
         try:
             async with self._writing:
                 try:
@@ -296,8 +287,7 @@ class IngestStream:
                     raise self._failure or ConnectionError(
                         f"the stream ended before batch {batch_id!r} was sent"
                     ) from error
-            response: pb.IngestResponse = await future
-            return response
+            return await future
         finally:
             self._pending.pop(batch_id, None)
 

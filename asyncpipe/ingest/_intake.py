@@ -13,23 +13,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import grpc
+from google.protobuf.message import Message
 
 from .._deadletter import DeadLetter
 from .._errors import PipelineAborted, PipelineClosed
 from .._executor import PipelineExecutor
 from .._receipt import Receipt
-from ._records import Converted, quoted
 from ._replies import item_text, pipeline_outcome, response
+from ._routes import Converted, Route, convert_items, quoted
 from ._shedding import LoadEstimator, Ticket
 from ._status import Refused
-from .v1 import ingest_pb2 as pb
 
-__all__ = ["MAX_BATCH_ID_CHARS", "Ack", "Intake", "Kind"]
+__all__ = ["MAX_BATCH_ID_CHARS", "Ack", "Intake"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +41,6 @@ _REPLY_MARGIN = 0.05  # seconds kept back from the client's deadline to send the
 _Outcome = tuple[list[tuple[int, str]], str | None, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Kind:
-    name: str  # "clients", "transactions", "scores"
-    node: str | None  # the producer node its records go to
-    convert: Callable[[Iterable[Any]], Converted]
-
-
 class Intake:
     """Batches into ``executor``; the server's settings are documented on
     :class:`IngestServer`. ``ready`` and ``closing`` are the server's events."""
@@ -57,7 +48,6 @@ class Intake:
     def __init__(
         self,
         executor: PipelineExecutor,
-        kinds: dict[str, Kind],
         *,
         ack: Ack,
         max_batch_items: int,
@@ -68,7 +58,6 @@ class Intake:
         closing: asyncio.Event,
     ) -> None:
         self.executor = executor
-        self.kinds = kinds
         self.ack = ack
         self.max_batch_items = max_batch_items
         self.require_batch_id = require_batch_id
@@ -83,12 +72,15 @@ class Intake:
         self._completing: set[asyncio.Task[_Outcome]] = set()
 
     async def handle(
-        self, kind_name: str, batch: Any, items: Any, time_remaining: float | None
-    ) -> pb.IngestResponse:
-        """Answer one batch (raises :class:`Refused` when it is refused as a whole)."""
+        self, route: Route, reply_type: type[Message], batch: Any, time_remaining: float | None
+    ) -> Any:
+        """Answer one batch with a ``reply_type`` (raises :class:`Refused` when it is
+        refused as a whole)."""
         started = time.perf_counter()
-        kind, node = self._check(kind_name, batch, items)
-        batch_id: str = batch.batch_id
+        node = route.node
+        items = getattr(batch, route.items)
+        batch_id: str = getattr(batch, route.batch_id)
+        self._check(route, batch_id, items)
         deadline = None if time_remaining is None else time.monotonic() + time_remaining
         if not self.ready.is_set():
             await self._until_ready(deadline)
@@ -96,9 +88,9 @@ class Intake:
             overloaded = self.load.refusal(_left(deadline))
             if overloaded is not None:
                 raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, overloaded)
-        converted = kind.convert(items)
+        converted = convert_items(route.convert, items)
         # Stable across resends: the sinks keep one dead letter per (node, origin, index).
-        origin = f"grpc:{kind_name}:{batch_id}"
+        origin = f"grpc:{route.items}:{batch_id}"
         ticket = self.load.take()
         try:
             receipt = None
@@ -123,16 +115,12 @@ class Intake:
                 f"batch {quoted(batch_id)} is not stored yet at the deadline: it stays in the "
                 "pipeline and will be committed; sending it again (same batch_id) is harmless",
             ) from None
-        return self._reply(batch_id, len(items), rejections, failure, failed_items, started)
+        return self._reply(
+            reply_type, batch_id, len(items), rejections, failure, failed_items, started
+        )
 
-    def _check(self, kind_name: str, batch: Any, items: Any) -> tuple[Kind, str]:
-        """The batch's kind and node, or :class:`Refused` for a batch refused as a whole."""
-        kind = self.kinds[kind_name]
-        if kind.node is None:
-            raise Refused(
-                grpc.StatusCode.UNIMPLEMENTED, f"this server takes no {kind_name} batches"
-            )
-        batch_id: str = batch.batch_id
+    def _check(self, route: Route, batch_id: str, items: Any) -> None:
+        """Raise :class:`Refused` for a batch refused as a whole."""
         if self.require_batch_id and not batch_id:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "batch_id is empty")
         if len(batch_id) > MAX_BATCH_ID_CHARS:
@@ -143,12 +131,11 @@ class Intake:
         if len(items) > self.max_batch_items:
             raise Refused(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"batch {quoted(batch_id)} has {len(items)} {kind_name}; "
+                f"batch {quoted(batch_id)} has {len(items)} {route.items}; "
                 f"the limit is {self.max_batch_items}",
             )
         if self.closing.is_set():
             raise Refused(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-        return kind, kind.node
 
     async def _until_ready(self, deadline: float | None) -> None:
         try:
@@ -162,13 +149,14 @@ class Intake:
 
     def _reply(
         self,
+        reply_type: type[Message],
         batch_id: str,
         received: int,
         rejections: list[tuple[int, str]],
         failure: str | None,
         failed_items: int,
         started: float,
-    ) -> pb.IngestResponse:
+    ) -> Any:
         if failure is not None:
             message = f"{failed_items} item(s) failed in the pipeline: {failure}"
         elif self.ack == "accepted":
@@ -176,6 +164,7 @@ class Intake:
         else:
             message = "stored" if not rejections else "stored; rejections listed"
         reply = response(
+            reply_type,
             success=failure is None,
             message=message,
             batch_id=batch_id,

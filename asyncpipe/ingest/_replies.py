@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf.message import Message
+
 from .._deadletter import DeadLetter
 from .._receipt import Outcome, Receipt
-from ._records import Converted
-from .v1 import ingest_pb2 as pb
+from ._routes import Converted
 
 __all__ = [
     "MAX_PAYLOAD_CHARS",
@@ -48,6 +49,7 @@ def item_text(item: Any) -> str:
 
 
 def response(
+    reply_type: type[Message],
     *,
     success: bool,
     message: str,
@@ -56,8 +58,9 @@ def response(
     rejected: int,
     rejections: list[tuple[int, str]],
     budget: int,
-) -> pb.IngestResponse:
-    """The reply to a batch, listing ``rejections`` in at most ``budget`` bytes."""
+) -> Any:
+    """The reply to a batch (a ``reply_type``: see :mod:`._service` for its fields),
+    listing ``rejections`` in at most ``budget`` bytes."""
     listed = len(rejections)
     used = 0
     for position, (_, reason) in enumerate(rejections):
@@ -68,7 +71,7 @@ def response(
     if listed < len(rejections):
         message = f"{message} ({len(rejections)} rejections, the first {listed} listed)"
     # One constructor call: each attribute set on a protobuf message costs a lookup.
-    reply = pb.IngestResponse(
+    reply: Any = reply_type(
         success=success,
         message=message,
         batch_id=batch_id,
@@ -77,9 +80,9 @@ def response(
         items_rejected=rejected,
     )
     if rejections:
-        reply.rejections.extend(
-            pb.ItemRejection(index=index, reason=reason) for index, reason in rejections[:listed]
-        )
+        add = reply.rejections.add
+        for index, reason in rejections[:listed]:
+            add(index=index, reason=reason)
     return reply
 
 

@@ -1,7 +1,9 @@
 """The ingestion server: gRPC batches pushed straight into a running pipeline.
 
-Each request is checked (structure, then item by item), its valid items are ``submit()``-ed
-as one message into the producer node of its kind, and the reply is built from the
+It serves a service of the application's (a ``ServiceDescriptor``, see :mod:`._service`
+for the shapes it takes) with one :class:`Route` per method. Each request is checked
+(structure, then item by item with the route's converter), its valid items are
+``submit()``-ed as one message into the route's producer node, and the reply is built from the
 message's receipt: with ``ack="committed"`` (the default) the call is answered once every
 item has reached its end -- committed by the sinks, filtered, or dead-lettered -- so
 ``success`` means the data is stored. ``ack="accepted"`` answers as soon as the batch is
@@ -26,9 +28,9 @@ Status codes:
   batch was done; send it again (same ``batch_id``: sinks upsert, so a retry never
   duplicates).
 * ``INVALID_ARGUMENT`` also answers a request that is not a valid protobuf message.
-* ``UNIMPLEMENTED``: this server has no node for that kind of batch.
+* ``UNIMPLEMENTED``: this server has no route for that method (or kind of batch).
 
-On the ``IngestStream`` RPC every request gets exactly one response with its
+On a stream RPC every request gets exactly one response with its
 ``batch_id``, in completion order; a per-batch problem is a response with ``success``
 false and the status name at the start of ``message``, and the stream goes on.
 """
@@ -37,10 +39,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -50,17 +53,16 @@ from .._executor import PipelineExecutor
 from .._runner import install_signal_handlers
 from ._calls import CallTracker
 from ._codec import MalformedLog, add_handlers
-from ._intake import Ack, Intake, Kind
-from ._records import DEFAULT_CURRENCIES, client_records, score_records, transaction_records
+from ._intake import Ack, Intake
+from ._routes import Route
+from ._service import Service
 from ._servicer import Servicer
 from ._shedding import LoadEstimator
-from .v1 import ingest_pb2 as pb
 
-__all__ = ["SERVICE_NAME", "IngestServer", "serve"]
+__all__ = ["IngestServer", "serve"]
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["IngestionService"].full_name
 _MiB = 1024 * 1024
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -69,23 +71,34 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class IngestServer:
     """A ``grpc.aio`` server feeding ``executor``'s producer nodes; see the module docstring.
 
+    ::
+
+        server = IngestServer(
+            executor,
+            sensors_pb2.DESCRIPTOR.services_by_name["Sensors"],
+            {"Record": Route("readings", items="readings", convert=reading_record)},
+            port=50051,
+        )
+
     Health says ``NOT_SERVING`` from :meth:`start` until the executor has started (its
     handlers set up, its worker processes warm), then ``SERVING`` (and :attr:`ready` is
     set): ``SERVING`` means a batch sent now is answered promptly.
 
     Args:
         executor: a running (or about to run) pipeline; the server never starts or stops it.
+        service: the gRPC service to serve, from generated code
+            (``my_pb2.DESCRIPTOR.services_by_name["MyService"]``).
+        routes: unary method name -> :class:`Route` (a method without one answers
+            ``UNIMPLEMENTED``); a stream method routes each batch as the unary method
+            taking its type.
         host, port: where to listen; port 0 picks a free one (see :attr:`port`).
-        clients, transactions, scores: the producer node each kind of batch goes to
-            (None: that RPC answers ``UNIMPLEMENTED``).
         ack: ``"committed"`` (reply once stored) or ``"accepted"`` (once in the channel).
         max_batch_items: larger batches are refused (``INVALID_ARGUMENT``).
         max_in_flight: calls (stream batches included) being handled at once; more wait.
         require_batch_id: refuse batches without a ``batch_id``.
-        currencies: the currency codes a transaction may have.
         max_message_bytes: largest request or response accepted (default 16 MiB: a
             10,000-item batch is about 1 MiB).
-        stream_window: batches one ``IngestStream`` call handles at once.
+        stream_window: batches one stream call handles at once.
         reuse_port: let several server processes share the port (``SO_REUSEPORT``);
             off by default, so a port already taken is an error rather than a silent
             second listener.
@@ -94,17 +107,15 @@ class IngestServer:
     def __init__(
         self,
         executor: PipelineExecutor,
+        service: ServiceDescriptor,
+        routes: Mapping[str, Route],
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        clients: str | None = "clients",
-        transactions: str | None = "transactions",
-        scores: str | None = "scores",
         ack: Ack = "committed",
         max_batch_items: int = 10_000,
         max_in_flight: int = 512,
         require_batch_id: bool = True,
-        currencies: Iterable[str] = DEFAULT_CURRENCIES,
         max_message_bytes: int = 16 * _MiB,
         stream_window: int = 64,
         reuse_port: bool = False,
@@ -118,20 +129,12 @@ class IngestServer:
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        known = frozenset(currencies)
-        kinds = {
-            "clients": Kind("clients", clients, client_records),
-            "transactions": Kind(
-                "transactions",
-                transactions,
-                lambda items: transaction_records(items, known),
-            ),
-            "scores": Kind("scores", scores, score_records),
-        }
-        for kind in kinds.values():
-            if kind.node is not None and kind.node not in executor.graph.nodes:
+        #: The service served, with its routes.
+        self.service = Service(service, routes)
+        for route in self.service.routes:
+            if route.node not in executor.graph.nodes:
                 raise ValueError(
-                    f"IngestServer: {kind.name} go to node {kind.node!r}, which the "
+                    f"IngestServer: {route.items} go to node {route.node!r}, which the "
                     f"pipeline does not have; nodes: {', '.join(executor.graph.order)}"
                 )
         self.executor = executor
@@ -153,7 +156,6 @@ class IngestServer:
         self.malformed = MalformedLog()
         self._intake = Intake(
             executor,
-            kinds,
             ack=ack,
             max_batch_items=max_batch_items,
             max_in_flight=max_in_flight,
@@ -169,7 +171,12 @@ class IngestServer:
         self._watcher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
-        return f"<IngestServer {self.address} ack={self.ack}>"
+        return f"<IngestServer {self.service_name} on {self.address} ack={self.ack}>"
+
+    @property
+    def service_name(self) -> str:
+        """The full name of the service served (as health checks and reflection know it)."""
+        return self.service.name
 
     @property
     def load(self) -> LoadEstimator:
@@ -199,23 +206,16 @@ class IngestServer:
         servicer = Servicer(self)
         add_handlers(
             server,
-            SERVICE_NAME,
+            self.service_name,
             {
-                "IngestClients": (servicer.IngestClients, pb.ClientBatch, pb.IngestResponse, False),
-                "IngestTransactions": (
-                    servicer.IngestTransactions,
-                    pb.TransactionBatch,
-                    pb.IngestResponse,
-                    False,
-                ),
-                "IngestScores": (servicer.IngestScores, pb.ScoreBatch, pb.IngestResponse, False),
-                "IngestStream": (servicer.IngestStream, pb.IngestRequest, pb.IngestResponse, True),
+                m.name: (servicer.behaviour(m), m.request, m.reply, m.streaming)
+                for m in self.service.methods.values()
             },
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
-                SERVICE_NAME,
+                self.service_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
@@ -225,7 +225,7 @@ class IngestServer:
         if bound == 0:
             raise OSError(f"IngestServer: cannot listen on {self.address}")
         self.port = bound
-        for service in ("", SERVICE_NAME):
+        for service in ("", self.service_name):
             await self._health.set(service, _NOT_SERVING)
         await server.start()
         self._server = server
@@ -243,7 +243,7 @@ class IngestServer:
             return
         if self.closing.is_set():
             return
-        for service in ("", SERVICE_NAME):
+        for service in ("", self.service_name):
             await self._health.set(service, _SERVING)
         self.ready.set()
         logger.info("ingestion server %s: serving", self.address)

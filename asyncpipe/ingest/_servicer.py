@@ -1,4 +1,4 @@
-"""The ``IngestionService`` RPCs: unary batches and the stream, on top of
+"""A served service's behaviours: unary batches and streams, on top of
 :meth:`IngestServer.handle`.
 
 A stream open when the server starts stopping is ended ``UNAVAILABLE``, once the batches
@@ -15,14 +15,15 @@ flight): a client that stops writing at its first refusal then always sees the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from ._codec import Malformed
+from ._routes import Route
+from ._service import Method
 from ._status import Refused
-from .v1 import ingest_pb2 as pb
 
 if TYPE_CHECKING:
     from ._server import IngestServer
@@ -44,40 +45,48 @@ class Servicer:
     def __init__(self, server: IngestServer) -> None:
         self._server = server
 
-    async def _unary(self, kind: str, batch: Any, context: Context) -> pb.IngestResponse:
+    def behaviour(self, method: Method) -> Callable[[Any, Context], Awaitable[Any]]:
+        """The coroutine function answering ``method``'s calls."""
+        server = self._server
+        if method.streaming:
+
+            async def stream(requests: AsyncIterator[Any], context: Context) -> None:
+                with server.calls.call():
+                    await _Stream(server, method, context).run(requests)
+
+            return stream
+
+        async def unary(request: Any, context: Context) -> Any:
+            return await self._unary(method, request, context)
+
+        return unary
+
+    async def _unary(self, method: Method, batch: Any, context: Context) -> Any:
         server = self._server
         with server.calls.call():
             try:
                 if isinstance(batch, Malformed):
                     server.malformed.report(context.peer(), batch)
                     raise Refused(grpc.StatusCode.INVALID_ARGUMENT, batch.reason)
+                if method.route is None:
+                    raise Refused(
+                        grpc.StatusCode.UNIMPLEMENTED, f"this server does not serve {method.name}"
+                    )
                 return await server.handle(
-                    kind, batch, getattr(batch, kind), context.time_remaining()
+                    method.route, method.reply, batch, context.time_remaining()
                 )
             except Refused as refused:
                 await context.abort(refused.code, refused.message)
                 raise AssertionError("unreachable: abort() raises") from None
 
-    async def IngestClients(self, request: Any, context: Context) -> pb.IngestResponse:
-        return await self._unary("clients", request, context)
-
-    async def IngestTransactions(self, request: Any, context: Context) -> pb.IngestResponse:
-        return await self._unary("transactions", request, context)
-
-    async def IngestScores(self, request: Any, context: Context) -> pb.IngestResponse:
-        return await self._unary("scores", request, context)
-
-    async def IngestStream(self, requests: AsyncIterator[Any], context: Context) -> None:
-        with self._server.calls.call():
-            await _Stream(self._server, context).run(requests)
-
 
 class _Stream:
-    """One ``IngestStream`` call: batches answered concurrently (up to the server's
+    """One stream call: batches answered concurrently (up to the server's
     ``stream_window``), each reply written as soon as it is ready."""
 
-    def __init__(self, server: IngestServer, context: Context) -> None:
+    def __init__(self, server: IngestServer, method: Method, context: Context) -> None:
         self._server = server
+        self._method = method
         self._context = context
         self._window = asyncio.Semaphore(server.stream_window)
         self._writing = asyncio.Lock()
@@ -174,7 +183,7 @@ class _Stream:
             refused += 1
             following = self._reading = asyncio.ensure_future(anext(requests))
             await self._write(
-                _refusal(request, grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+                self._refusal(request, grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
             )
 
     async def _answer(self, request: Any) -> None:
@@ -183,40 +192,43 @@ class _Stream:
         finally:
             self._window.release()
 
-    async def _write(self, response: pb.IngestResponse) -> None:
+    async def _write(self, response: Any) -> None:
         async with self._writing:  # grpc.aio takes one write at a time
             await self._context.write(response)
 
-    async def _one(self, request: Any) -> pb.IngestResponse:
+    async def _one(self, request: Any) -> Any:
         server = self._server
+        reply = self._method.reply
         if isinstance(request, Malformed):
             server.malformed.report(self._context.peer(), request)
-            return pb.IngestResponse(success=False, message=f"INVALID_ARGUMENT: {request.reason}")
-        which = request.WhichOneof("batch")
+            return reply(success=False, message=f"INVALID_ARGUMENT: {request.reason}")
+        which = request.WhichOneof(self._method.oneof)
         if which is None:
-            return pb.IngestResponse(
-                success=False, message="INVALID_ARGUMENT: the request holds no batch"
-            )
-        batch = getattr(request, which)
+            return reply(success=False, message="INVALID_ARGUMENT: the request holds no batch")
         try:
+            route = self._method.members[which]
+            if route is None:
+                raise Refused(
+                    grpc.StatusCode.UNIMPLEMENTED, f"this server takes no {which} batches"
+                )
             return await server.handle(
-                which, batch, getattr(batch, which), self._context.time_remaining()
+                route, reply, getattr(request, which), self._context.time_remaining()
             )
         except Refused as refused:
-            return _refusal(request, refused.code, refused.message)
+            return self._refusal(request, refused.code, refused.message)
 
-
-def _refusal(request: Any, code: grpc.StatusCode, message: str) -> pb.IngestResponse:
-    """The reply to a stream's batch refused as a whole."""
-    if isinstance(request, Malformed):
-        return pb.IngestResponse(success=False, message=f"{code.name}: {message}")
-    which = request.WhichOneof("batch")
-    if which is None:
-        return pb.IngestResponse(success=False, message=f"{code.name}: {message}")
-    batch = getattr(request, which)
-    return pb.IngestResponse(
-        success=False,
-        batch_id=batch.batch_id,
-        items_received=len(getattr(batch, which)),
-        message=f"{code.name}: {message}",
-    )
+    def _refusal(self, request: Any, code: grpc.StatusCode, message: str) -> Any:
+        """The reply to a stream's batch refused as a whole."""
+        reply = self._method.reply
+        text = f"{code.name}: {message}"
+        which = None if isinstance(request, Malformed) else request.WhichOneof(self._method.oneof)
+        route: Route | None = None if which is None else self._method.members[which]
+        if which is None or route is None:
+            return reply(success=False, message=text)
+        batch = getattr(request, which)
+        return reply(
+            success=False,
+            batch_id=getattr(batch, route.batch_id),
+            items_received=len(getattr(batch, route.items)),
+            message=text,
+        )

@@ -18,10 +18,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from asyncpipe.ingest.v1 import ingest_pb2 as pb
-from asyncpipe.ingest.v1 import ingest_pb2_grpc as pb_grpc
+from asyncpipe.demo.v1 import bank_pb2 as pb
+from asyncpipe.demo.v1 import bank_pb2_grpc as pb_grpc
 
-SERVICE = "asyncpipe.ingest.v1.IngestionService"
+SERVICE = "asyncpipe.demo.v1.IngestionService"
 TRANSACTIONS_METHOD = f"/{SERVICE}/IngestTransactions"
 #: The server's documented largest request or reply (IngestServer.max_message_bytes).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024

@@ -25,7 +25,7 @@ from rawclient import (
     valid_cpf,
 )
 
-from asyncpipe.ingest.v1 import ingest_pb2 as pb
+from asyncpipe.demo.v1 import bank_pb2 as pb
 
 pytestmark = pytest.mark.attack
 

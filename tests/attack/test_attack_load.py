@@ -15,7 +15,7 @@ import pytest_asyncio
 from demoprocess import DemoProcess, free_port, query
 from rawclient import RawClient, id_block, send_raw_timed, send_timed, summary, valid_batch
 
-from asyncpipe.ingest.v1 import ingest_pb2 as pb
+from asyncpipe.demo.v1 import bank_pb2 as pb
 
 pytestmark = pytest.mark.attack
 

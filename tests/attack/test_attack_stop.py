@@ -14,7 +14,7 @@ import pytest
 from demoprocess import DemoProcess, query
 from rawclient import RawClient, id_block, valid_batch
 
-from asyncpipe.ingest.v1 import ingest_pb2 as pb
+from asyncpipe.demo.v1 import bank_pb2 as pb
 
 pytestmark = pytest.mark.attack
 

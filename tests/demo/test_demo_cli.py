@@ -14,8 +14,8 @@ from typing import Any
 
 from demo_helpers import AS_OF
 
-from asyncpipe.ingest import IngestClient
-from asyncpipe.ingest._records import cpf_digits
+from asyncpipe.demo._domain import cpf_digits
+from asyncpipe.demo.service import BankClient
 
 SMALL_ARGS = ["--clients", "200", "--transactions", "1000", "--new", "400", "--as-of", AS_OF]
 
@@ -70,7 +70,7 @@ async def test_serve_ingests_over_grpc_and_the_profile_changes_then_drains(
                 found = re.search(r"gRPC on (127\.0\.0\.1:\d+)", line)
                 address = found.group(1) if found else None
             results = tmp_path / "out" / "results.db"
-            async with IngestClient(address, timeout=20) as client:
+            async with BankClient(address, timeout=20) as client:
                 reply = await client.send_clients(
                     [
                         {

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingest_pipeline import BANK_NODES
+
 from asyncpipe import PipelineExecutor
-from asyncpipe.ingest import IngestClient, IngestServer
+from asyncpipe.demo.service import BankClient, bank_server
+from asyncpipe.ingest import IngestServer
 
 TIMEOUT = 20.0  # seconds any one test's pipeline and calls may take
 SERVER_SCRIPT = Path(__file__).parent / "ingest_server.py"
@@ -65,21 +68,22 @@ def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
 class Served:
     executor: PipelineExecutor
     server: IngestServer
-    client: IngestClient
+    client: BankClient
 
 
 @contextlib.asynccontextmanager
 async def serving(
     executor: PipelineExecutor, *, client_options: dict[str, Any] | None = None, **options: Any
 ) -> AsyncIterator[Served]:
-    """Run ``executor`` with an IngestServer on 127.0.0.1 (ephemeral port) and a client;
-    on leaving, stop the server gracefully, then drain the pipeline."""
+    """Run ``executor`` with the bank's service on 127.0.0.1 (ephemeral port; each kind of
+    batch to the node of its name unless ``options`` say otherwise) and a client; on
+    leaving, stop the server gracefully, then drain the pipeline."""
     async with asyncio.timeout(TIMEOUT):
         async with executor:
-            server = IngestServer(executor, **options)
+            server = bank_server(executor, **{**BANK_NODES, **options})
             await server.start()
             await server.ready.wait()  # health says SERVING
-            client = IngestClient(server.address, **(client_options or {}))
+            client = BankClient(server.address, **(client_options or {}))
             try:
                 yield Served(executor, server, client)
             finally:

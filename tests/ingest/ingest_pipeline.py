@@ -38,6 +38,10 @@ SCHEMAS: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
+#: The nodes each kind of batch of the bank's service goes to (bank_server's keywords).
+BANK_NODES: dict[str, str | None] = {kind: kind for kind in SCHEMAS}
+
+
 def bank_pipeline(
     db: str | os.PathLike[str],
     *,

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import sys
 
-from ingest_pipeline import bank_pipeline
+from ingest_pipeline import BANK_NODES, bank_pipeline
 
 from asyncpipe import run
+from asyncpipe.demo.service import bank_server
 from asyncpipe.ingest import IngestServer, serve
 
 
@@ -20,7 +21,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     db = sys.argv[1]
     port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-    server = IngestServer(bank_pipeline(db), port=port)
+    server = bank_server(bank_pipeline(db), **BANK_NODES, port=port)
 
     def ready(server: IngestServer) -> None:
         sys.stdout.write(f"PORT {server.port}\n")

@@ -11,11 +11,12 @@ import grpc
 import pytest
 from ingest_handlers import SetUpWhenReleased
 from ingest_helpers import TIMEOUT, rows, transactions
-from ingest_pipeline import bank_pipeline
+from ingest_pipeline import BANK_NODES, bank_pipeline
 
 from asyncpipe import BaseHandler, HandlerNode, PipelineExecutor
 from asyncpipe.connectors import SqliteSink
-from asyncpipe.ingest import SERVICE_NAME, IngestClient, IngestServer
+from asyncpipe.demo.service import SERVICE, BankClient, bank_server
+from asyncpipe.ingest import IngestClient
 
 
 class SlowSetup(BaseHandler):
@@ -32,7 +33,7 @@ class SlowSetup(BaseHandler):
 
 
 async def health(client: IngestClient) -> tuple[str, str]:
-    return await client.health(), await client.health(SERVICE_NAME)
+    return await client.health(), await client.health(SERVICE.full_name)
 
 
 async def test_not_serving_until_the_handlers_are_set_up(tmp_path: Path) -> None:
@@ -41,9 +42,9 @@ async def test_not_serving_until_the_handlers_are_set_up(tmp_path: Path) -> None
     executor = bank_pipeline(db, stage=stage)
     async with asyncio.timeout(TIMEOUT):
         running = asyncio.create_task(executor.run())
-        server = IngestServer(executor)
+        server = bank_server(executor, **BANK_NODES)
         await server.start()
-        client = IngestClient(server.address, retries=0)
+        client = BankClient(server.address, retries=0)
         try:
             assert await health(client) == ("NOT_SERVING", "NOT_SERVING")
             with pytest.raises(grpc.aio.AioRpcError) as early:
@@ -78,9 +79,9 @@ async def test_not_serving_until_the_worker_processes_are_set_up(tmp_path: Path)
     executor = cpu_pipeline(db, fifo)
     async with asyncio.timeout(TIMEOUT):
         running = asyncio.create_task(executor.run())
-        server = IngestServer(executor, clients=None, scores=None)
+        server = bank_server(executor, transactions="transactions")
         await server.start()
-        client = IngestClient(server.address, retries=0)
+        client = BankClient(server.address, retries=0)
         try:
             assert await health(client) == ("NOT_SERVING", "NOT_SERVING")
             assert not server.ready.is_set()

@@ -10,10 +10,10 @@ import pytest
 from ingest_helpers import TIMEOUT, serving, transactions
 from ingest_pipeline import bank_pipeline
 
-from asyncpipe.ingest import transaction_batch
-from asyncpipe.ingest.v1 import ingest_pb2 as pb
+from asyncpipe.demo.service import transaction_batch
+from asyncpipe.demo.v1 import bank_pb2 as pb
 
-METHOD = "/asyncpipe.ingest.v1.IngestionService/IngestTransactions"
+METHOD = "/asyncpipe.demo.v1.IngestionService/IngestTransactions"
 
 
 def invalid_utf8() -> bytes:
@@ -60,7 +60,7 @@ async def test_a_malformed_request_on_a_stream_is_answered_and_the_stream_goes_o
 ) -> None:
     async with serving(bank_pipeline(tmp_path / "bank.db")) as served:
         channel = grpc.aio.insecure_channel(served.server.address)
-        call = channel.stream_stream("/asyncpipe.ingest.v1.IngestionService/IngestStream")(
+        call = channel.stream_stream("/asyncpipe.demo.v1.IngestionService/IngestStream")(
             timeout=TIMEOUT
         )
         good = pb.IngestRequest(transactions=transaction_batch(transactions(2), "g"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 from ingest_helpers import TIMEOUT, ServerProcess, rows, transactions
 
-from asyncpipe.ingest import IngestClient, transaction_batch
+from asyncpipe.demo.service import BankClient, transaction_batch
 
 BATCHES = 40
 SIZE = 200
@@ -25,7 +25,7 @@ async def test_sigterm_answers_calls_in_flight_drains_and_exits_0(tmp_path: Path
         signalled = asyncio.Event()
         async with (
             asyncio.timeout(TIMEOUT),
-            IngestClient(f"127.0.0.1:{port}", retries=0, wait_for_ready=False) as client,
+            BankClient(f"127.0.0.1:{port}", retries=0, wait_for_ready=False) as client,
         ):
 
             async def sender(worker: int) -> None:
@@ -72,7 +72,7 @@ async def test_sigkill_mid_load_then_retries_store_everything_exactly_once(
         acked = 0
         # Retries ride out the restart: wait_for_ready holds each attempt until the new
         # server listens; an attempt cut by the kill is UNAVAILABLE and sent again.
-        client = IngestClient(f"127.0.0.1:{port}", timeout=3, retries=30, max_backoff=0.3)
+        client = BankClient(f"127.0.0.1:{port}", timeout=3, retries=30, max_backoff=0.3)
         async with asyncio.timeout(TIMEOUT * 2), client:
 
             async def sender(worker: int) -> None:

@@ -9,7 +9,8 @@ import pytest
 from ingest_helpers import rows, serving, transactions
 from ingest_pipeline import bank_pipeline
 
-from asyncpipe.ingest import transaction_batch
+from asyncpipe.demo.service import transaction_batch
+from asyncpipe.demo.v1 import bank_pb2 as pb
 from asyncpipe.ingest._replies import MAX_REASON_CHARS, clip, response
 
 LIMIT = 1024 * 1024  # the server's (and so the reply's) message size limit in these tests
@@ -47,6 +48,7 @@ async def test_a_batch_of_huge_invalid_values_is_answered_within_the_message_lim
 def test_the_listed_rejections_stop_at_the_budget_and_the_message_says_so() -> None:
     rejections = [(i, f"reason {i} " + "r" * 80) for i in range(1000)]
     reply = response(
+        pb.IngestResponse,
         success=True,
         message="stored; rejections listed",
         batch_id="b",

@@ -15,8 +15,8 @@ from ingest_helpers import TIMEOUT, make_cpf, rows, serving, transactions
 from ingest_pipeline import bank_pipeline
 
 from asyncpipe import reject
-from asyncpipe.ingest import SERVICE_NAME, IngestClient, transaction_batch
-from asyncpipe.ingest.v1 import ingest_pb2 as pb
+from asyncpipe.demo.service import SERVICE, BankClient, bank_server, transaction_batch
+from asyncpipe.demo.v1 import bank_pb2 as pb
 
 
 def count(db: Path, table: str) -> int:
@@ -85,7 +85,7 @@ async def test_many_concurrent_clients_lose_nothing(tmp_path: Path) -> None:
     async with serving(bank_pipeline(db)) as served:
 
         async def one_client(c: int) -> int:
-            async with IngestClient(served.server.address) as client:
+            async with BankClient(served.server.address) as client:
                 total = 0
                 for b in range(5):
                     start = 1 + (c * 5 + b) * 50
@@ -294,16 +294,15 @@ async def test_a_kind_without_a_node_is_unimplemented(tmp_path: Path) -> None:
 
 
 async def test_unknown_nodes_are_refused_at_construction(tmp_path: Path) -> None:
-    from asyncpipe.ingest import IngestServer
 
     with pytest.raises(ValueError, match="scores go to node 'nope'"):
-        IngestServer(bank_pipeline(tmp_path / "x.db"), scores="nope")
+        bank_server(bank_pipeline(tmp_path / "x.db"), scores="nope")
 
 
 async def test_health_and_reflection_answer(tmp_path: Path) -> None:
     async with serving(bank_pipeline(tmp_path / "bank.db")) as served:
         assert await served.client.health() == "SERVING"
-        assert await served.client.health(SERVICE_NAME) == "SERVING"
+        assert await served.client.health(SERVICE.full_name) == "SERVING"
         channel = grpc.aio.insecure_channel(served.server.address)
         try:
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)
@@ -320,4 +319,4 @@ async def test_health_and_reflection_answer(tmp_path: Path) -> None:
                 await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
         finally:
             await channel.close()
-    assert names >= {SERVICE_NAME, "grpc.health.v1.Health"}
+    assert names >= {SERVICE.full_name, "grpc.health.v1.Health"}

@@ -12,9 +12,9 @@ import grpc
 from ingest_helpers import TIMEOUT, ServerProcess, serving, transactions
 from ingest_pipeline import bank_pipeline
 
-from asyncpipe.ingest import transaction_batch
-from asyncpipe.ingest.v1 import ingest_pb2 as pb
-from asyncpipe.ingest.v1 import ingest_pb2_grpc as pb_grpc
+from asyncpipe.demo.service import transaction_batch
+from asyncpipe.demo.v1 import bank_pb2 as pb
+from asyncpipe.demo.v1 import bank_pb2_grpc as pb_grpc
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGE = REPO / "asyncpipe"
+#: Where generated code is committed: the package, and the example of a service of one's own.
+GENERATED_DIRS = (Path("asyncpipe"), Path("demo", "own_proto"))
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 REGENERATE = "run `python proto/generate.py` and commit the result"
 
@@ -57,7 +58,9 @@ def test_committed_code_describes_the_current_protos(fresh: Path) -> None:
     # code around it, which changes with the grpcio-tools version: so it runs with any.
     fresh_files = generated_files(fresh)
     assert fresh_files, "proto/generate.py generated nothing"
-    committed_files = {Path("asyncpipe") / path for path in generated_files(PACKAGE)}
+    committed_files = {
+        folder / path for folder in GENERATED_DIRS for path in generated_files(REPO / folder)
+    }
     missing = sorted(map(str, fresh_files - committed_files))
     assert not missing, f"generated files not committed: {missing}: {REGENERATE}"
     orphans = sorted(map(str, committed_files - fresh_files))
@@ -73,7 +76,8 @@ def test_committed_code_is_byte_identical_to_regenerated(fresh: Path) -> None:
     installed = metadata.version("grpcio-tools")
     generator_versions = {
         line.split("=")[1].strip().strip("'\"")
-        for path in PACKAGE.rglob("*_pb2_grpc.py")
+        for folder in GENERATED_DIRS
+        for path in (REPO / folder).rglob("*_pb2_grpc.py")
         for line in path.read_text(encoding="utf-8").splitlines()
         if line.startswith("GRPC_GENERATED_VERSION")
     }

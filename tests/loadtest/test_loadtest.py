@@ -15,6 +15,7 @@ import pytest
 
 from asyncpipe import HandlerNode, PipelineExecutor
 from asyncpipe.connectors import SqliteSink
+from asyncpipe.demo.service import bank_server
 from asyncpipe.ingest import IngestServer
 from loadtest.__main__ import main
 
@@ -107,7 +108,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[IngestServer, Counting, 
     stage = HandlerNode("count", counting, [ingress])
     store = HandlerNode("store", SqliteSink(db, "transactions", key="id", schema=SCHEMA), [stage])
     async with PipelineExecutor([ingress], [stage, store]) as executor:
-        server = IngestServer(executor, clients=None, scores=None)
+        server = bank_server(executor, transactions="transactions")
         await server.start()
         try:
             yield server, counting, db

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from asyncpipe.ingest.v1 import ingest_pb2 as asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2
+from asyncpipe.demo.v1 import bank_pb2 as asyncpipe_dot_demo_dot_v1_dot_bank__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in asyncpipe/ingest/v1/ingest_pb2_grpc.py depends on'
+        + ' but the generated code in asyncpipe/demo/v1/bank_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,24 +37,24 @@ class IngestionServiceStub:
             channel: A grpc.Channel.
         """
         self.IngestClients = channel.unary_unary(
-                '/asyncpipe.ingest.v1.IngestionService/IngestClients',
-                request_serializer=asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.ClientBatch.SerializeToString,
-                response_deserializer=asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+                '/asyncpipe.demo.v1.IngestionService/IngestClients',
+                request_serializer=asyncpipe_dot_demo_dot_v1_dot_bank__pb2.ClientBatch.SerializeToString,
+                response_deserializer=asyncpipe_dot_demo_dot_v1_dot_bank__pb2.IngestResponse.FromString,
                 _registered_method=True)
         self.IngestTransactions = channel.unary_unary(
-                '/asyncpipe.ingest.v1.IngestionService/IngestTransactions',
-                request_serializer=asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.TransactionBatch.SerializeToString,
-                response_deserializer=asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+                '/asyncpipe.demo.v1.IngestionService/IngestTransactions',
+                request_serializer=asyncpipe_dot_demo_dot_v1_dot_bank__pb2.TransactionBatch.SerializeToString,
+                response_deserializer=asyncpipe_dot_demo_dot_v1_dot_bank__pb2.IngestResponse.FromString,
                 _registered_method=True)
         self.IngestScores = channel.unary_unary(
-                '/asyncpipe.ingest.v1.IngestionService/IngestScores',
-                request_serializer=asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.ScoreBatch.SerializeToString,
-                response_deserializer=asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+                '/asyncpipe.demo.v1.IngestionService/IngestScores',
+                request_serializer=asyncpipe_dot_demo_dot_v1_dot_bank__pb2.ScoreBatch.SerializeToString,
+                response_deserializer=asyncpipe_dot_demo_dot_v1_dot_bank__pb2.IngestResponse.FromString,
                 _registered_method=True)
         self.IngestStream = channel.stream_stream(
-                '/asyncpipe.ingest.v1.IngestionService/IngestStream',
-                request_serializer=asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.IngestRequest.SerializeToString,
-                response_deserializer=asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+                '/asyncpipe.demo.v1.IngestionService/IngestStream',
+                request_serializer=asyncpipe_dot_demo_dot_v1_dot_bank__pb2.IngestRequest.SerializeToString,
+                response_deserializer=asyncpipe_dot_demo_dot_v1_dot_bank__pb2.IngestResponse.FromString,
                 _registered_method=True)
 
 
@@ -98,29 +98,29 @@ def add_IngestionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'IngestClients': grpc.unary_unary_rpc_method_handler(
                     servicer.IngestClients,
-                    request_deserializer=asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.ClientBatch.FromString,
-                    response_serializer=asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.SerializeToString,
+                    request_deserializer=asyncpipe_dot_demo_dot_v1_dot_bank__pb2.ClientBatch.FromString,
+                    response_serializer=asyncpipe_dot_demo_dot_v1_dot_bank__pb2.IngestResponse.SerializeToString,
             ),
             'IngestTransactions': grpc.unary_unary_rpc_method_handler(
                     servicer.IngestTransactions,
-                    request_deserializer=asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.TransactionBatch.FromString,
-                    response_serializer=asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.SerializeToString,
+                    request_deserializer=asyncpipe_dot_demo_dot_v1_dot_bank__pb2.TransactionBatch.FromString,
+                    response_serializer=asyncpipe_dot_demo_dot_v1_dot_bank__pb2.IngestResponse.SerializeToString,
             ),
             'IngestScores': grpc.unary_unary_rpc_method_handler(
                     servicer.IngestScores,
-                    request_deserializer=asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.ScoreBatch.FromString,
-                    response_serializer=asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.SerializeToString,
+                    request_deserializer=asyncpipe_dot_demo_dot_v1_dot_bank__pb2.ScoreBatch.FromString,
+                    response_serializer=asyncpipe_dot_demo_dot_v1_dot_bank__pb2.IngestResponse.SerializeToString,
             ),
             'IngestStream': grpc.stream_stream_rpc_method_handler(
                     servicer.IngestStream,
-                    request_deserializer=asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.IngestRequest.FromString,
-                    response_serializer=asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.SerializeToString,
+                    request_deserializer=asyncpipe_dot_demo_dot_v1_dot_bank__pb2.IngestRequest.FromString,
+                    response_serializer=asyncpipe_dot_demo_dot_v1_dot_bank__pb2.IngestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'asyncpipe.ingest.v1.IngestionService', rpc_method_handlers)
+            'asyncpipe.demo.v1.IngestionService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('asyncpipe.ingest.v1.IngestionService', rpc_method_handlers)
+    server.add_registered_method_handlers('asyncpipe.demo.v1.IngestionService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -143,9 +143,9 @@ class IngestionService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/asyncpipe.ingest.v1.IngestionService/IngestClients',
-            asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.ClientBatch.SerializeToString,
-            asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+            '/asyncpipe.demo.v1.IngestionService/IngestClients',
+            asyncpipe_dot_demo_dot_v1_dot_bank__pb2.ClientBatch.SerializeToString,
+            asyncpipe_dot_demo_dot_v1_dot_bank__pb2.IngestResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -170,9 +170,9 @@ class IngestionService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/asyncpipe.ingest.v1.IngestionService/IngestTransactions',
-            asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.TransactionBatch.SerializeToString,
-            asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+            '/asyncpipe.demo.v1.IngestionService/IngestTransactions',
+            asyncpipe_dot_demo_dot_v1_dot_bank__pb2.TransactionBatch.SerializeToString,
+            asyncpipe_dot_demo_dot_v1_dot_bank__pb2.IngestResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -197,9 +197,9 @@ class IngestionService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/asyncpipe.ingest.v1.IngestionService/IngestScores',
-            asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.ScoreBatch.SerializeToString,
-            asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+            '/asyncpipe.demo.v1.IngestionService/IngestScores',
+            asyncpipe_dot_demo_dot_v1_dot_bank__pb2.ScoreBatch.SerializeToString,
+            asyncpipe_dot_demo_dot_v1_dot_bank__pb2.IngestResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -224,9 +224,9 @@ class IngestionService:
         return grpc.experimental.stream_stream(
             request_iterator,
             target,
-            '/asyncpipe.ingest.v1.IngestionService/IngestStream',
-            asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.IngestRequest.SerializeToString,
-            asyncpipe_dot_ingest_dot_v1_dot_ingest__pb2.IngestResponse.FromString,
+            '/asyncpipe.demo.v1.IngestionService/IngestStream',
+            asyncpipe_dot_demo_dot_v1_dot_bank__pb2.IngestRequest.SerializeToString,
+            asyncpipe_dot_demo_dot_v1_dot_bank__pb2.IngestResponse.FromString,
             options,
             channel_credentials,
             insecure,

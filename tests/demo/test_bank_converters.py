@@ -1,13 +1,25 @@
-"""The intake's item rules: every refusal says why, briefly."""
+"""The bank's gRPC intake rules: every refusal says why, briefly."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import pytest
 
-from asyncpipe.ingest import MAX_AMOUNT, client_records, transaction_records
-from asyncpipe.ingest.v1 import ingest_pb2 as pb
+from asyncpipe.demo._converters import client_record, transaction_converter
+from asyncpipe.demo._domain import MAX_AMOUNT
+from asyncpipe.demo.v1 import bank_pb2 as pb
+from asyncpipe.ingest._routes import Converted, convert_items
+
+
+def transaction_records(items: Iterable[Any]) -> Converted:
+    return convert_items(transaction_converter(), items)
+
+
+def client_records(items: Iterable[Any]) -> Converted:
+    return convert_items(client_record, items)
 
 
 def transaction(**fields: object) -> pb.Transaction:
@@ -64,3 +76,10 @@ def test_a_short_bad_value_is_quoted_whole() -> None:
     assert converted.rejections == [
         (0, "unknown currency 'XYZ': expected one of ['BRL', 'EUR', 'USD']")
     ]
+
+
+def test_a_transaction_becomes_a_record_with_its_category_or_none() -> None:
+    convert = transaction_converter({"BRL"})
+    categories = [convert(transaction(category="Lazer")), convert(transaction(category=""))]
+    categories.append(convert(transaction()))
+    assert [c["category"] for c in categories if isinstance(c, dict)] == ["Lazer", "", None]
