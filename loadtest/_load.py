@@ -24,8 +24,9 @@ from typing import Any, NamedTuple
 import grpc
 
 from asyncpipe import run
-from asyncpipe.ingest import IngestClient, IngestStream
-from asyncpipe.ingest.v1 import ingest_pb2 as pb
+from asyncpipe.demo.service import BankClient as IngestClient  # the bank's service
+from asyncpipe.demo.v1 import bank_pb2 as pb
+from asyncpipe.ingest import IngestStream
 
 __all__ = ["BASE_ID", "RUN_SPAN", "Plan", "Sample", "new_run_base", "run_level"]
 
