@@ -7,10 +7,11 @@ side in one run (:mod:`bench.ingest.servers`):
 * **raw**: a bare ``grpc.aio`` servicer of the same ``IngestionService`` that answers each
   batch with ``IngestResponse(batch_id, success, items_received)`` without looking at the
   items -- what gRPC itself costs;
-* **asyncpipe**: :class:`asyncpipe.ingest.IngestServer` on a no-op pipeline (an ingress
-  node ``transactions`` -> a terminal sink that drops the batch), ``ack="committed"``:
-  every item is checked, the batch goes through the pipeline and the reply is built from
-  its receipt.
+* **asyncpipe**: the demo's bank service (:func:`asyncpipe.demo.service.bank_server`, an
+  :class:`asyncpipe.ingest.IngestServer` with the bank's converters) on a no-op pipeline
+  (an ingress node ``transactions`` -> a terminal sink that drops the batch),
+  ``ack="committed"``: every item is checked, the batch goes through the pipeline and the
+  reply is built from its receipt.
 
 Each server runs in its own process (spawned, on 127.0.0.1, port 0) and the load
 generator (:mod:`bench.ingest.load`) in this one, so no two event loops share a thread.
@@ -22,5 +23,5 @@ warm-up, and the ratio reported is the median of the per-pair ratios
 where a gap comes from even when the load generator is the bottleneck; the last line
 (:mod:`bench.ingest.costs`) measures what converting a batch's items costs.
 
-Needs the ``grpc`` extra (``pip install -e '.[grpc]'``; ``[demo]`` and ``[test]`` include it).
+Needs the ``demo`` extra (the bank's service is the demo's): ``pip install -e '.[demo]'``.
 """

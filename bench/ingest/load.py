@@ -13,14 +13,14 @@ import grpc
 # Private, for one definition of a percentile across asyncpipe's figures (node latencies,
 # the load test, this benchmark); asyncpipe has no public statistics helper.
 from asyncpipe._metrics import percentile
-from asyncpipe.ingest.v1 import ingest_pb2 as pb
+from asyncpipe.demo.v1 import bank_pb2 as pb
 
 from .servers import SERVER_OPTIONS, START_TIMEOUT, ServerProcess
 
 __all__ = ["Sample", "measure", "request_payloads", "transaction_batch"]
 
 CALL_TIMEOUT = 30.0  # seconds: every call carries a deadline, as real clients' do
-_SERVICE = "/asyncpipe.ingest.v1.IngestionService/"
+_SERVICE = "/asyncpipe.demo.v1.IngestionService/"
 
 
 def transaction_batch(index: int, items: int) -> pb.TransactionBatch:

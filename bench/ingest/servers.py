@@ -15,9 +15,10 @@ import grpc
 
 import asyncpipe
 from asyncpipe import HandlerNode, PipelineExecutor
-from asyncpipe.ingest import IngestServer, serve
-from asyncpipe.ingest.v1 import ingest_pb2 as pb
-from asyncpipe.ingest.v1 import ingest_pb2_grpc as pb_grpc
+from asyncpipe.demo.service import bank_server
+from asyncpipe.demo.v1 import bank_pb2 as pb
+from asyncpipe.demo.v1 import bank_pb2_grpc as pb_grpc
+from asyncpipe.ingest import serve
 
 __all__ = ["SERVER_OPTIONS", "SIDES", "START_TIMEOUT", "ServerProcess"]
 
@@ -77,7 +78,7 @@ def noop_pipeline() -> PipelineExecutor:
 
 
 async def _serve_asyncpipe(report: Any) -> None:
-    server = IngestServer(noop_pipeline(), clients=None, scores=None, ack="committed")
+    server = bank_server(noop_pipeline(), transactions="transactions", ack="committed")
     await serve(server, grace=1.0, on_ready=lambda server: report.send(server.port))
 
 
