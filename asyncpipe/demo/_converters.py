@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 from typing import Any
 
 from ..ingest import Invalid, quoted
@@ -40,11 +39,11 @@ DEFAULT_CURRENCIES = frozenset({"BRL", "USD", "EUR"})
 
 _AMOUNT_ABOVE = f"<= {MAX_AMOUNT:.0f}"
 _INF = math.inf
+_KNOWN_DATES = 4096
 
 Record = dict[str, Any]
 
 
-@lru_cache(maxsize=4096)  # a batch's dates repeat; bounded whatever clients send
 def _date_problem(value: str, name: str) -> str | None:
     if len(value) != 10 or value[4] != "-" or value[7] != "-":
         return f"malformed {name} {quoted(value)}: expected YYYY-MM-DD"
@@ -88,6 +87,8 @@ def transaction_converter(
     knowing ``currencies``."""
     known = frozenset(currencies)
     expected = sorted(known)
+    # Dates already found valid (they repeat across items and batches): not parsed again.
+    valid_dates: set[str] = set()
 
     def transaction_record(t: Any) -> Record | Invalid:
         transaction_id = t.id
@@ -104,9 +105,13 @@ def transaction_converter(
         if currency not in known:
             return Invalid(f"unknown currency {quoted(currency)}: expected one of {expected}")
         date = t.date
-        problem = _date_problem(date, "date")
-        if problem is not None:
-            return Invalid(problem)
+        if date not in valid_dates:
+            problem = _date_problem(date, "date")
+            if problem is not None:
+                return Invalid(problem)
+            if len(valid_dates) >= _KNOWN_DATES:
+                valid_dates.clear()  # bounded, whatever clients send
+            valid_dates.add(date)
         category = t.category
         if not category and not t.HasField("category"):
             category = None  # unset, as opposed to set to ""
