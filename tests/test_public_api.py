@@ -49,10 +49,6 @@ def exported_classes_and_functions(module_name: str) -> list[tuple[str, str]]:
     ]
 
 
-#: Exported functions still without a docstring, in a package another change is reworking
-#: (asyncpipe.ingest): expected failures until they get one -- then drop them from here.
-UNDOCUMENTED = {("asyncpipe.ingest", "is_valid_cpf"), ("asyncpipe.ingest", "new_batch_id")}
-
 EXPORTED = [pair for name in PUBLIC_MODULES for pair in exported(name)]
 EXPORTED_CLASSES_AND_FUNCTIONS = [
     pair for name in PUBLIC_MODULES for pair in exported_classes_and_functions(name)
@@ -100,15 +96,7 @@ def test_every_public_class_and_function_is_in_all(name: str) -> None:
     assert public - set(module.__all__) == set()
 
 
-@pytest.mark.parametrize(
-    ("module", "name"),
-    [
-        pytest.param(*pair, marks=pytest.mark.xfail(reason="no docstring yet", strict=True))
-        if pair in UNDOCUMENTED
-        else pair
-        for pair in EXPORTED_CLASSES_AND_FUNCTIONS
-    ],
-)
+@pytest.mark.parametrize(("module", "name"), EXPORTED_CLASSES_AND_FUNCTIONS)
 def test_exported_member_is_documented(module: str, name: str) -> None:
     assert inspect.getdoc(getattr(public_module(module), name))
 

@@ -39,7 +39,7 @@ SCHEMAS: dict[str, tuple[str, dict[str, str]]] = {
 
 
 #: The nodes each kind of batch of the bank's service goes to (bank_server's keywords).
-BANK_NODES: dict[str, str | None] = {kind: kind for kind in SCHEMAS}
+BANK_NODES: dict[str, Any] = {kind: kind for kind in SCHEMAS}  # bank_server keywords
 
 
 def bank_pipeline(

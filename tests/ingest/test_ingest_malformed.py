@@ -34,7 +34,8 @@ async def test_a_malformed_request_is_invalid_argument_without_a_traceback(
     caplog.set_level(logging.INFO)
     async with serving(bank_pipeline(tmp_path / "bank.db")) as served:
         channel = grpc.aio.insecure_channel(served.server.address)
-        send = channel.unary_unary(METHOD)  # no serializers: raw bytes both ways
+        # No serializers: raw bytes both ways.
+        send: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(METHOD)
         codes = []
         for _ in range(3):
             with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -60,9 +61,9 @@ async def test_a_malformed_request_on_a_stream_is_answered_and_the_stream_goes_o
 ) -> None:
     async with serving(bank_pipeline(tmp_path / "bank.db")) as served:
         channel = grpc.aio.insecure_channel(served.server.address)
-        call = channel.stream_stream("/asyncpipe.demo.v1.IngestionService/IngestStream")(
-            timeout=TIMEOUT
-        )
+        call: grpc.aio.StreamStreamCall[bytes, bytes] = channel.stream_stream(
+            "/asyncpipe.demo.v1.IngestionService/IngestStream"
+        )(timeout=TIMEOUT)
         good = pb.IngestRequest(transactions=transaction_batch(transactions(2), "g"))
         await call.write(b"\x12\x04\x0a\x02\xff\xfe")  # transactions.batch_id not UTF-8
         await call.write(good.SerializeToString())

@@ -305,7 +305,8 @@ async def test_health_and_reflection_answer(tmp_path: Path) -> None:
         assert await served.client.health(SERVICE.full_name) == "SERVING"
         channel = grpc.aio.insecure_channel(served.server.address)
         try:
-            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            # The stubs' types expect a sync channel; grpc.aio's works the same way here.
+            stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)  # type: ignore[arg-type]
 
             async def ask() -> Any:
                 yield reflection_pb2.ServerReflectionRequest(list_services="")
@@ -313,7 +314,7 @@ async def test_health_and_reflection_answer(tmp_path: Path) -> None:
             async for reply in stub.ServerReflectionInfo(ask(), timeout=TIMEOUT):
                 names = {s.name for s in reply.list_services_response.service}
                 break
-            health = health_pb2_grpc.HealthStub(channel)
+            health: Any = health_pb2_grpc.HealthStub(channel)
             await served.server.stop(grace=1)
             with pytest.raises(grpc.aio.AioRpcError):  # stopped: refuses calls
                 await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
