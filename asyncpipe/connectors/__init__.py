@@ -47,7 +47,8 @@ from __future__ import annotations
 from .._exports import claim_module as _claim_module
 from ._batching import DEFAULT_BATCH_SIZE, IterableSource
 from ._columns import parse_bool
-from ._csv import CsvSink, CsvSource
+from ._csv import CsvSource
+from ._csv_sink import CsvSink
 from ._deadletters import JsonLinesDeadLetterSink, SqliteDeadLetterSink
 from ._jsonl import JsonLinesSink, JsonLinesSource
 from ._sqlite import SqliteSink, SqliteSource
