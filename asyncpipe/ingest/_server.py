@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -51,6 +50,7 @@ from grpc_reflection.v1alpha import reflection
 from .._errors import PipelineClosed
 from .._executor import PipelineExecutor
 from .._runner import install_signal_handlers
+from .._tasks import first_done
 from ._calls import CallTracker
 from ._codec import MalformedLog, add_handlers
 from ._intake import Ack, Intake
@@ -315,23 +315,13 @@ async def serve(
         await server.start()
         try:
             async with executor:
-                await _first(server.ready.wait(), executor.wait_closed())
+                await first_done(server.ready.wait(), executor.wait_closed())
                 if server.ready.is_set() and on_ready is not None:
                     on_ready(server)
-                await _first(stop.wait(), executor.wait_closed())
+                await first_done(stop.wait(), executor.wait_closed())
                 await server.stop(grace)
         finally:
             await server.stop(0)  # if the pipeline failed: nothing to answer from
     finally:
         if remove is not None:
             remove()
-
-
-async def _first(*waits: Any) -> None:
-    """Wait until the first of ``waits`` (coroutines) returns; cancel the others."""
-    futures = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for future in futures:
-            future.cancel()
