@@ -17,6 +17,12 @@ A reply with ``success`` false (items failed inside the pipeline) is returned, n
 retried: sending the same items again would fail the same way. Items that are invalid are
 listed in ``reply.rejections``; they are not errors either. The client expects each
 batch's id in a field named ``batch_id``.
+
+A server that has never answered is not waited for: if nothing listens at the target
+(connection refused, unknown host), the first call raises ``ConnectionRefusedError`` (or
+``ConnectionError``) "no server at host:port (...)" at once instead of retrying until
+its deadlines pass. Pass ``wait_for_server=True`` to wait for a server that is starting.
+Once a call has been answered, an unreachable server is a restart: calls wait and retry.
 """
 
 from __future__ import annotations
@@ -78,6 +84,9 @@ class IngestClient:
             with jitter).
         wait_for_ready: let a call wait (within its deadline) for the server to be
             reachable instead of failing at once, e.g. while it restarts.
+        wait_for_server: before any call has been answered, wait for the server as
+            after (``wait_for_ready`` and retries) instead of raising
+            ``ConnectionError`` at once; for a client started with or before its server.
     """
 
     def __init__(
@@ -90,6 +99,7 @@ class IngestClient:
         backoff: float = 0.05,
         max_backoff: float = 2.0,
         wait_for_ready: bool = True,
+        wait_for_server: bool = False,
         max_message_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.target = target
@@ -99,6 +109,8 @@ class IngestClient:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.wait_for_ready = wait_for_ready
+        self.wait_for_server = wait_for_server
+        self._answered = False  # a call has been answered: a server exists at the target
         self._channel = grpc.aio.insecure_channel(
             target,
             options=[
@@ -158,18 +170,21 @@ class IngestClient:
         retrying it (same ``batch_id``) until acknowledged; returns the reply.
 
         Raises ``grpc.aio.AioRpcError`` for a status that is not worth retrying
-        (``INVALID_ARGUMENT``...) or once the retries are spent.
+        (``INVALID_ARGUMENT``...) or once the retries are spent, and
+        ``ConnectionRefusedError``/``ConnectionError`` if no server was ever reached at
+        the target (unless ``wait_for_server``).
         """
         call = self._unary(batch, method)
         attempt = 0
         while True:
             try:
-                return await call(
+                reply = await call(
                     batch,
                     timeout=self.timeout if timeout is None else timeout,
-                    wait_for_ready=self.wait_for_ready,
+                    wait_for_ready=self._waits(),
                 )
             except grpc.aio.AioRpcError as error:
+                self._check_server(error)
                 if error.code() not in RETRYABLE or attempt >= self.retries:
                     raise
                 pause = min(self.max_backoff, self.backoff * 2**attempt)
@@ -183,6 +198,32 @@ class IngestClient:
                     pause,
                 )
                 await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+            else:
+                self._answered = True
+                return reply
+
+    def _waits(self) -> bool:
+        """``wait_for_ready`` for the next call: not before a server was ever reached,
+        so that a missing server fails at once (:meth:`_check_server`)."""
+        return self.wait_for_ready and (self._answered or self.wait_for_server)
+
+    def _check_server(self, error: grpc.aio.AioRpcError) -> None:
+        """Raise ``ConnectionError`` if ``error`` says no server is reachable at the target
+        and none ever answered (a wrong address, a server not started)."""
+        code = error.code()
+        if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            self._answered = True  # a status from a server: one is there
+        if self._answered or self.wait_for_server or code is not grpc.StatusCode.UNAVAILABLE:
+            return
+        details = error.details() or ""
+        if "connection refused" in details.lower():
+            raise ConnectionRefusedError(
+                f"no server at {self.target} (connection refused); start it first, or "
+                "pass wait_for_server=True to wait for it"
+            ) from error
+        raise ConnectionError(
+            f"no server at {self.target} ({details}); pass wait_for_server=True to wait for it"
+        ) from error
 
     def stream(self, method: str | None = None, *, timeout: float | None = None) -> IngestStream:
         """A call of the stream method ``method`` (by default the service's one stream
@@ -204,11 +245,16 @@ class IngestClient:
     async def health(self, service: str = "", *, timeout: float = 5.0) -> str:
         """The server's health status name (``"SERVING"``, ``"NOT_SERVING"``...)."""
         stub: Any = health_pb2_grpc.HealthStub(self._channel)  # its stubs type a sync channel
-        reply = await stub.Check(
-            health_pb2.HealthCheckRequest(service=service),
-            timeout=timeout,
-            wait_for_ready=self.wait_for_ready,
-        )
+        try:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=service),
+                timeout=timeout,
+                wait_for_ready=self._waits(),
+            )
+        except grpc.aio.AioRpcError as error:
+            self._check_server(error)
+            raise
+        self._answered = True
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
