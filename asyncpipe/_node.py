@@ -138,8 +138,13 @@ class NodeRuntime:
             stats.busy -= 1
             if timed:
                 stats.observe(clock() - started)
-            if rejections or not plain or result is None:
+            if rejections:
                 await self._conclude(result, payload, receipt, rejections)
+                continue
+            if not plain or result is None:  # a sink's commit, or a filter: ends here
+                more = outputs.conclude(result, payload, receipt, 0, False)
+                if more is not None:
+                    await outputs.send_all(more, receipt)
                 continue
             if receipt is not None:
                 receipt._fork(fan)
