@@ -40,6 +40,7 @@ from ._receipt import Receipt
 from ._runner import install_signal_handlers, run
 from ._tasks import first_done
 from ._wiring import Wiring
+from ._worker import exit_if_importing_main
 
 __all__ = ["ExecutorState", "PipelineExecutor"]
 
@@ -152,6 +153,7 @@ class PipelineExecutor:
             self._stop_requested.set()
 
     def _enter(self) -> None:
+        exit_if_importing_main()
         if self._run_task is not None or self._state is ExecutorState.CLOSED:
             raise RuntimeError(
                 f"this PipelineExecutor is {self._state}; an executor runs once, "

@@ -106,8 +106,10 @@ class WorkerPool:
         """Start an owned pool's workers and wait until each has loaded every handler
         (``setup()`` included), so the first calls find them warm.
 
-        Raises :class:`HandlerSetupError` if a handler's ``setup()`` failed in a worker.
-        Returns early if a worker dies meanwhile (the first call then meets the broken
+        Raises :class:`HandlerSetupError` if a handler's ``setup()`` failed in a worker,
+        and ``RuntimeError`` if workers exited because importing the main module started
+        a pipeline (the ``__main__`` guard is missing). Returns early if a worker dies
+        meanwhile (the first call then meets the broken
         pool and replaces it). Does nothing for an executor asyncpipe does not own.
         """
         if not self._owned or self._executor is not None:
@@ -119,6 +121,7 @@ class WorkerPool:
             for _ in range(self.max_workers):
                 _, failures = await self._next_ready(ready, processes)
                 if failures is None:
+                    _check_main_guard(processes)
                     return  # a worker died while starting
                 for key, failure in failures.items():
                     raise HandlerSetupError(self._handlers[key].node, failure)
@@ -256,6 +259,19 @@ class WorkerPool:
         retired, self._retired = self._retired, []
         if retired:
             await asyncio.to_thread(_reap, retired)
+
+
+def _check_main_guard(processes: list[Any]) -> None:
+    """Raise the error that shows the ``__main__`` guard if a worker exited because
+    importing the main module started a pipeline (``_worker.exit_if_importing_main``)."""
+    if any(p.exitcode == _worker.UNGUARDED_MAIN_EXIT for p in processes):
+        main = getattr(sys.modules.get("__main__"), "__file__", None) or "the main module"
+        raise RuntimeError(
+            f"worker processes import {main}, and importing it starts the pipeline again; "
+            "put the pipeline under the main-module guard:\n\n"
+            '    if __name__ == "__main__":\n'
+            "        executor.start()\n"
+        )
 
 
 def _reap(processes: list[Any]) -> None:

@@ -11,6 +11,12 @@ Everything here runs in a worker process. A pool asyncpipe owns starts each work
 * loads every offloaded handler of the pool and runs its ``setup()`` before the worker
   takes its first job, then reports ready, so a pipeline is warm when it says it started.
 
+A worker starts (spawn, forkserver) by importing the parent's main module. A script
+without ``if __name__ == "__main__":`` would start its pipeline again there, and that
+pipeline its own workers: :func:`exit_if_importing_main` makes such a worker exit at once
+with :data:`UNGUARDED_MAIN_EXIT`, which the parent's pool turns into one error that shows
+the guard.
+
 Workers of an executor asyncpipe does not own (a user's pool, a Dask cluster) get a
 handler at their first call for it instead (:class:`HandlerMissing`, then the call again
 with the pickled handler).
@@ -32,13 +38,37 @@ from typing import Any
 
 from ._handler import Adapted, Kind, Rejection, adapt, collect_rejections
 
-__all__ = ["HandlerMissing", "SetupFailed", "call", "init_worker"]
+__all__ = [
+    "UNGUARDED_MAIN_EXIT",
+    "HandlerMissing",
+    "SetupFailed",
+    "call",
+    "exit_if_importing_main",
+    "init_worker",
+]
 
 logger = logging.getLogger(__name__)
 
 _loaded: dict[str, Adapted] = {}
 _failed: dict[str, str] = {}  # handler key -> why its setup() failed in this worker
 _thread = threading.local()  # one event loop per worker thread, for async handlers
+
+
+#: Exit code of a worker process that was importing the main module when that module
+#: started a pipeline (a script without ``if __name__ == "__main__":``).
+UNGUARDED_MAIN_EXIT = 86
+
+
+def exit_if_importing_main() -> None:
+    """Exit this process at once (:data:`UNGUARDED_MAIN_EXIT`) if it is a child process
+    that multiprocessing is preparing by importing the parent's main module: a pipeline
+    started now is the parent's script run again. Quietly, since every worker would
+    say it; the parent explains, once (``WorkerPool.start``)."""
+    # multiprocessing sets this flag while a child (or the forkserver) imports the main
+    # module; its own check for the same mistake (spawn._check_not_importing_main) reads it.
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        logger.debug("a pipeline started while importing the main module: exiting")
+        os._exit(UNGUARDED_MAIN_EXIT)
 
 
 class HandlerMissing(Exception):
