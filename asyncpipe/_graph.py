@@ -105,15 +105,7 @@ class HandlerNode:
 
         self.name = name
         self.dependencies: tuple[HandlerNode | str, ...] = tuple(dependencies)
-        self.source: Callable[[], Any] | None = None
-        self.handler: Adapted | None = None
-        if handler is not None:
-            self.source = as_source(handler)
-            if self.source is None:
-                try:
-                    self.handler = adapt(handler)
-                except TypeError as exc:
-                    raise TypeError(f"node {name!r}: {exc}") from None
+        self.source, self.handler = _source_or_handler(name, handler)
         if self.source is not None and self.dependencies:
             raise GraphError(
                 f"node {name!r} is a source ({describe(handler)}) and cannot have dependencies",
@@ -154,6 +146,30 @@ class HandlerNode:
         # Offloaded: two calls in flight per worker process, so each worker has its next
         # message ready while the previous result travels back.
         return 2 * pool_size if self.cpu else 1
+
+
+def _source_or_handler(name: str, handler: Any) -> tuple[Callable[[], Any] | None, Adapted | None]:
+    """What node ``name`` runs: a source factory, or an adapted handler (or neither).
+
+    Raises TypeError naming the node for an object that is neither, and for a handler
+    class given instead of an instance.
+    """
+    if isinstance(handler, type) and callable(getattr(handler, "handle", None)):
+        # Double, not Double(): called with no argument the class would pass for a source,
+        # with a message it would construct a handler per message.
+        raise TypeError(
+            f"node {name!r}: handler {handler.__qualname__} is a class; "
+            f"pass an instance: {handler.__qualname__}()"
+        )
+    if handler is None:
+        return None, None
+    source = as_source(handler)
+    if source is not None:
+        return source, None
+    try:
+        return None, adapt(handler)
+    except TypeError as exc:
+        raise TypeError(f"node {name!r}: {exc}") from None
 
 
 def _check_positive(node: str, **values: int) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from asyncpipe import GraphError, HandlerNode, PipelineExecutor
+from asyncpipe import BaseHandler, GraphError, HandlerNode, PipelineExecutor
 
 
 def passthrough(message: Any) -> Any:
@@ -185,6 +185,29 @@ def test_instance_of_a_local_class_on_a_cpu_node_raises_type_error_naming_the_no
     node = HandlerNode("crunch", Local(), [src], cpu=True)
     with pytest.raises(TypeError, match="'crunch'"):
         PipelineExecutor([src], [node])
+
+
+class Double(BaseHandler):
+    def handle(self, message: Any) -> Any:
+        return message * 2
+
+
+class Triple:  # a handler by duck typing: a handle() method, no BaseHandler
+    def handle(self, message: Any) -> Any:
+        return message * 3
+
+
+@pytest.mark.parametrize("handler", [Double, Triple])
+def test_handler_class_instead_of_instance_raises_type_error_saying_pass_an_instance(
+    handler: type,
+) -> None:
+    src = HandlerNode("src", [1])
+    name = handler.__qualname__
+    with pytest.raises(TypeError) as raised:
+        HandlerNode("double", handler, [src])
+    assert (
+        str(raised.value) == f"node 'double': handler {name} is a class; pass an instance: {name}()"
+    )
 
 
 # -- Mermaid -------------------------------------------------------------------------------
