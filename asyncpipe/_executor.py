@@ -37,7 +37,7 @@ from ._graph import Graph, HandlerNode, default_pool_size
 from ._idle import watch_idle
 from ._metrics import PipelineMetrics
 from ._receipt import Receipt
-from ._runner import install_signal_handlers, run
+from ._runner import install_signal_handlers, no_running_loop, run
 from ._tasks import first_done
 from ._wiring import Wiring
 from ._worker import exit_if_importing_main
@@ -203,7 +203,9 @@ class PipelineExecutor:
         """Synchronous convenience: ``run()`` in a new event loop (uvloop when installed).
 
         With ``handle_signals``, the first SIGINT/SIGTERM drains and the second aborts.
+        Raises RuntimeError inside a running event loop: there, ``await executor.run()``.
         """
+        no_running_loop("PipelineExecutor.start()", "use `await executor.run()`")
         run(self._run(handle_signals=handle_signals), use_uvloop=use_uvloop)
 
     async def __aenter__(self) -> PipelineExecutor:

@@ -8,7 +8,7 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["install_signal_handlers", "loop_factory", "run"]
+__all__ = ["install_signal_handlers", "loop_factory", "no_running_loop", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,19 @@ def loop_factory(use_uvloop: bool = True) -> Callable[[], asyncio.AbstractEventL
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
+
+
+def no_running_loop(what: str, advice: str) -> None:
+    """Raise RuntimeError ``what ... ; advice`` if an event loop is running in this thread
+    (``what`` would start a second one)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        f"{what} runs its own event loop and cannot be called from a running one "
+        f"(async code, a notebook); {advice}"
+    )
 
 
 def run(main: Coroutine[Any, Any, T], *, use_uvloop: bool = True, debug: bool | None = None) -> T:

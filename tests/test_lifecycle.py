@@ -101,6 +101,19 @@ async def test_executor_runs_only_once() -> None:
             pass
 
 
+async def test_start_inside_a_running_loop_says_to_await_run_and_leaves_it_runnable() -> None:
+    sink = CollectingSink()
+    executor = from_source([1, 2], sink)
+
+    with pytest.raises(RuntimeError, match=r"use `await executor\.run\(\)`"):
+        executor.start()
+
+    assert executor.state == "created"
+    async with asyncio.timeout(TIMEOUT):
+        await executor.run()
+    assert sink.items == [1, 2]
+
+
 # -- async with --------------------------------------------------------------------------
 
 
