@@ -24,7 +24,7 @@ from ._handler import Kind, Rejection, _rejections, collect_rejections
 from ._invoke import EmitOne, Invoker, not_ours
 from ._metrics import NodeStats
 from ._offload import WorkerPool
-from ._outputs import Envelope, OutputClosed, Outputs
+from ._outputs import Envelope, OutputClosed, Outputs, count_dropped
 from ._receipt import Receipt
 
 __all__ = ["NodeRuntime"]
@@ -147,6 +147,8 @@ class NodeRuntime:
                     await outputs.send_all(more, receipt)
                 continue
             if receipt is not None:
+                if type(result) is list:
+                    count_dropped(payload, result, receipt, 0)
                 receipt._fork(fan)
             envelope = (result, receipt)
             try:

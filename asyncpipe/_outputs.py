@@ -15,7 +15,7 @@ from ._errors import ChannelClosed
 from ._metrics import NodeStats
 from ._receipt import Outcome, Receipt, item_count
 
-__all__ = ["STREAMED", "Envelope", "OutputClosed", "Outputs", "Separate"]
+__all__ = ["STREAMED", "Envelope", "OutputClosed", "Outputs", "Separate", "count_dropped"]
 
 Envelope = tuple[Any, Receipt | None]
 
@@ -26,6 +26,16 @@ STREAMED: Any = object()
 class Separate(list[Any]):
     """A handler result: several messages to send one by one (the results of a message's
     parts, when they cannot be joined into one)."""
+
+
+def count_dropped(payload: Any, result: list[Any], receipt: Receipt, rejected: int) -> None:
+    """Count the items a list-in, list-out handler dropped as filtered items: those of
+    ``payload`` neither in ``result`` nor ``rejected`` (dead-lettered on their own). A
+    result with as many items or more (an expansion) drops none."""
+    if isinstance(payload, list | tuple):
+        dropped = len(payload) - rejected - len(result)
+        if dropped > 0:
+            receipt._drop(dropped)
 
 
 class OutputClosed(ChannelClosed):
@@ -103,4 +113,8 @@ class Outputs:
             if receipt is not None:
                 receipt._settle(Outcome.FILTERED, items=max(0, item_count(payload) - rejected))
             return None
-        return list(result) if streams or type(result) is Separate else [result]
+        if streams or type(result) is Separate:
+            return list(result)
+        if type(result) is list and receipt is not None:
+            count_dropped(payload, result, receipt, rejected)
+        return [result]

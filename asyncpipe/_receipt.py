@@ -48,9 +48,21 @@ class Receipt:
     events per :class:`Outcome` and :attr:`items` the items they held (the length of list
     payloads). Waiting raises :class:`PipelineAborted` if the pipeline is aborted first.
 
+    What the item counts add up to: a list message of ``n`` items that a node handles
+    into a shorter list of ``m`` items, ``k`` of them rejected on their own, records the
+    ``n - k - m`` items it *dropped* as filtered items (``items[Outcome.FILTERED]``; not
+    in :attr:`counts`, which counts messages that ended, and this one went on). So along
+    chains of list-in, list-out handlers -- with filtering, rejections, poison isolation
+    and failures -- ``sum(receipt.items.values())`` is the number of items submitted,
+    once per sink. Handlers that change what an item is break that sum on purpose: an
+    aggregation (a list in, one record out) ends with the one record it made, an
+    expansion (a longer list, a generator's outputs) with the items it made; neither
+    counts as dropping.
+
     The public methods are for whoever holds the receipt: waiting, callbacks, the counters
     and :meth:`release` (how a source's :class:`Tracked` receipt is let go). The
-    bookkeeping -- :meth:`_fork`, :meth:`_settle`, :meth:`_record`, :meth:`_abort` -- is the
+    bookkeeping -- :meth:`_fork`, :meth:`_settle`, :meth:`_record`, :meth:`_drop`,
+    :meth:`_abort` -- is the
     runtime's alone (``_source``, ``_node``, ``_outputs``, ``_attempt``, ``_intake`` call
     it): single-underscore names used across the package's modules, never by users, whose
     calls would corrupt the counts.
@@ -169,6 +181,11 @@ class Receipt:
         """Count a terminal event without changing what is in flight."""
         self.counts[outcome] += 1
         self.items[outcome] += item_count(payload) if items is None else items
+
+    def _drop(self, items: int) -> None:
+        """``items`` items of a message that goes on were dropped by a handler: counted as
+        filtered items, not as a filtered event (the message itself did not end)."""
+        self.items[Outcome.FILTERED] += items
 
     def _abort(self, reason: str) -> None:
         """Fail the receipt's waiters with :class:`PipelineAborted` (unless it is done)."""

@@ -437,3 +437,62 @@ async def test_node_that_rejects_some_items_and_filters_counts_the_rest_as_filte
     assert receipt.counts[Outcome.FILTERED] == 1
     assert sink.items == []
     assert executor.metrics()["mid"].filtered == 1
+
+
+# -- items dropped by list handlers --------------------------------------------------------
+
+
+def keep_even(batch: list[int]) -> list[int]:
+    return [x for x in batch if x % 2 == 0]
+
+
+def keep_even_failing_on_seven(batch: list[int]) -> list[int]:
+    if 7 in batch:
+        raise ValueError("seven")
+    return keep_even(batch)
+
+
+def total(batch: list[int]) -> dict[str, int]:
+    return {"total": sum(batch)}
+
+
+async def test_items_a_list_handler_drops_are_counted_as_filtered() -> None:
+    receipt, _ = await submit_one(
+        *chain(("even", keep_even, {}), ("sink", Sink(), {})), [1, 2, 3, 4, 5]
+    )
+
+    assert receipt.items[Outcome.COMMITTED] == 2
+    assert receipt.items[Outcome.FILTERED] == 3
+    assert sum(receipt.items.values()) == 5
+    assert receipt.counts[Outcome.FILTERED] == 0  # items dropped; no message ended there
+
+
+async def test_dropped_rejected_and_committed_items_add_up_to_what_was_submitted() -> None:
+    steps = chain(
+        ("odd", reject_odd, {}),
+        ("small", lambda b: [x for x in b if x < 6], {}),
+        ("sink", Sink(), {}),
+    )
+    receipt, _ = await submit_one(*steps, list(range(10)))
+
+    assert receipt.items[Outcome.DEAD_LETTERED] == 5  # 1, 3, 5, 7, 9
+    assert receipt.items[Outcome.FILTERED] == 2  # 6, 8
+    assert receipt.items[Outcome.COMMITTED] == 3  # 0, 2, 4
+    assert sum(receipt.items.values()) == 10
+
+
+async def test_dropped_items_add_up_through_poison_isolation() -> None:
+    steps = chain(("even", keep_even_failing_on_seven, {}), ("sink", Sink(), {}))
+    receipt, _ = await submit_one(*steps, list(range(10)))
+
+    assert receipt.items[Outcome.DEAD_LETTERED] == 1  # 7, isolated
+    assert receipt.items[Outcome.COMMITTED] == 5  # 0, 2, 4, 6, 8
+    assert receipt.items[Outcome.FILTERED] == 4  # 1, 3, 5, 9
+    assert sum(receipt.items.values()) == 10
+
+
+async def test_an_aggregation_of_a_list_into_one_record_drops_nothing() -> None:
+    receipt, _ = await submit_one(*chain(("total", total, {}), ("sink", Sink(), {})), [1, 2, 3])
+
+    assert receipt.items[Outcome.COMMITTED] == 1
+    assert receipt.items[Outcome.FILTERED] == 0
