@@ -164,10 +164,14 @@ class PipelineExecutor:
         # else: stopped or aborted before the run began; the run honours it
 
     def stop(self) -> None:
-        """Stop intake and let everything in flight drain (returns at once; not awaited).
+        """Stop intake and let everything in flight drain. Not awaited: returns at once
+        (``await executor.wait_closed()`` to wait for the drain, or ``await
+        executor.aclose()`` to stop and wait).
 
         Called before the run has started, the run starts stopped: it drains at once.
         """
+        # Plain, not async, nor a Future to await or ignore: a signal handler and sync code
+        # call it, possibly before any loop runs, and aclose()/wait_closed() already wait.
         if self._state in (_S.CREATED, _S.STARTING, _S.RUNNING):
             self._move(ExecutorState.STOPPING)
 
