@@ -9,24 +9,18 @@ table with a plain reference program and exits 1 on any difference.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime
 import gc
-import json
 import logging
 import math
 import resource
-import sqlite3
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from .._executor import PipelineExecutor
 from .._runner import install_signal_handlers, run
@@ -34,9 +28,11 @@ from ..ingest import IngestServer, serve
 from ._data import Scale, generate
 from ._dedupe import DEDUPE_IDS
 from ._domain import RATES
+from ._live import LiveView
 from ._model import train
 from ._pipeline import DemoConfig, build_pipeline, reset_outputs
 from ._reference import compare, compute
+from ._summary import Summary, print_summary
 from .service import bank_server
 
 logger = logging.getLogger("asyncpipe.demo")
@@ -171,8 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = train(scale.seed)
     reset_outputs(config, inputs_changed=made)
     executor = build_pipeline(config, model)
-    mermaid = executor.to_mermaid()
-    (config.out / "pipeline.mmd").write_text(mermaid + "\n")
+    (config.out / "pipeline.mmd").write_text(executor.to_mermaid() + "\n")
     ran_at = time.perf_counter()
     try:
         run(_run(executor, config, args, console))
@@ -180,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("[red]aborted[/]")
         return 130
     elapsed = time.perf_counter() - ran_at
-    _summary(console, executor, config, elapsed, time.perf_counter() - started, mermaid)
+    _summary(console, config, elapsed, time.perf_counter() - started)
     if args.verify:
         with console.status("verifying against the reference computation..."):
             problems = compare(config.results, compute(config, model))
@@ -196,150 +191,72 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _run(
     executor: PipelineExecutor, config: DemoConfig, args: argparse.Namespace, console: Console
 ) -> None:
-    with _progress(executor, console, enabled=not args.quiet) as refresh:
-        refresher = asyncio.create_task(refresh())
-        try:
-            if args.serve:
-                server = bank_server(
-                    executor,
-                    clients="normalize",
-                    transactions="classify",
-                    scores="scores",
-                    currencies=config.rates,  # what the converter knows, --rate included
-                    host=args.host,
-                    port=args.port,
+    async with _progress(executor, config, console, enabled=not args.quiet):
+        if args.serve:
+            server = bank_server(
+                executor,
+                clients="normalize",
+                transactions="classify",
+                scores="scores",
+                currencies=config.rates,  # what the converter knows, --rate included
+                host=args.host,
+                port=args.port,
+            )
+
+            def ready(server: IngestServer) -> None:
+                # A long-running service: keep everything made at start-up (modules,
+                # the model, the inputs' state) out of the collector's full passes.
+                # Measured: the largest GC pause under load went from 83 to 46 ms.
+                gc.freeze()
+                console.print(
+                    f"[bold]serving[/] gRPC on {server.address} and watching "
+                    f"{config.workdir / 'inbox'}; Ctrl-C to drain and stop"
                 )
 
-                def ready(server: IngestServer) -> None:
-                    # A long-running service: keep everything made at start-up (modules,
-                    # the model, the inputs' state) out of the collector's full passes.
-                    # Measured: the largest GC pause under load went from 83 to 46 ms.
-                    gc.freeze()
-                    console.print(
-                        f"[bold]serving[/] gRPC on {server.address} and watching "
-                        f"{config.workdir / 'inbox'}; Ctrl-C to drain and stop"
-                    )
-
-                await serve(server, on_ready=ready)
-            else:
-                remove = install_signal_handlers(executor.stop, executor.abort)
-                try:
-                    await executor.run()
-                finally:
-                    remove()
-        finally:
-            refresher.cancel()
+            await serve(server, on_ready=ready)
+        else:
+            remove = install_signal_handlers(executor.stop, executor.abort)
+            try:
+                await executor.run()
+            finally:
+                remove()
 
 
-@contextlib.contextmanager
-def _progress(executor: PipelineExecutor, console: Console, *, enabled: bool) -> Iterator[Any]:
-    """A live table of per-node counters, refreshed while the pipeline runs."""
+@contextlib.asynccontextmanager
+async def _progress(
+    executor: PipelineExecutor, config: DemoConfig, console: Console, *, enabled: bool
+) -> AsyncIterator[None]:
+    """The live table of per-node counters while the pipeline runs (none if not enabled)."""
     if not enabled:
-
-        async def idle() -> None:
-            return None
-
-        yield idle
+        yield
         return
-    with Live(_node_table(executor), console=console, refresh_per_second=4) as live:
-
-        async def refresh() -> None:
-            while True:
-                await asyncio.sleep(0.25)
-                live.update(_node_table(executor))
-
-        try:
-            yield refresh
-        finally:
-            live.update(_node_table(executor))
+    async with LiveView(executor, config.results, console).running():
+        yield
 
 
-def _node_table(executor: PipelineExecutor) -> Table:
-    metrics = executor.metrics()
-    table = Table(title=f"pipeline {metrics.state}, {metrics.uptime:.1f}s", title_justify="left")
-    for column in ("node", "in", "out", "dead letters", "queue", "p50 ms"):
-        table.add_column(column, justify="left" if column == "node" else "right")
-    for name, node in metrics.nodes.items():
-        table.add_row(
-            name,
-            f"{node.received:,}",
-            f"{node.emitted:,}",
-            f"{node.dead_letters:,}" if node.dead_letters else "",
-            f"{node.queue_depth}/{node.queue_capacity}" if node.queue_capacity else "",
-            f"{node.latency_p50 * 1000:.2f}" if node.latency_p50 is not None else "",
-        )
-    return table
-
-
-def _summary(
-    console: Console,
-    executor: PipelineExecutor,
-    config: DemoConfig,
-    elapsed: float,
-    total: float,
-    mermaid: str,
-) -> None:
-    conn = sqlite3.connect(config.results)
-    try:
-        counts = {
-            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("clients", "scores", "transactions", "client_profiles", "metrics")
-        }
-        letters = conn.execute(
-            "SELECT node, error_message FROM dead_letters ORDER BY node"
-        ).fetchall()
-        metrics = {
-            name: json.loads(value)
-            for name, value in conn.execute("SELECT name, value FROM metrics")
-        }
-    finally:
-        conn.close()
-
-    rows = Table(title="rows stored", title_justify="left")
-    rows.add_column("table")
-    rows.add_column("rows", justify="right")
-    for table, count in counts.items():
-        rows.add_row(table, f"{count:,}")
-    rows.add_row("dead_letters", f"{len(letters):,}")
-    console.print(rows)
-
-    reasons: dict[tuple[str, str], int] = {}
-    for node, message in letters:
-        key = (node, _reason(message))
-        reasons[key] = reasons.get(key, 0) + 1
-    dead = Table(title="dead letters by reason", title_justify="left")
-    for column in ("node", "reason", "count"):
-        dead.add_column(column, justify="right" if column == "count" else "left")
-    for (node, reason), count in sorted(reasons.items()):
-        dead.add_row(node, reason, f"{count:,}")
-    console.print(dead)
-
-    results = Table(title="global results", title_justify="left")
-    results.add_column("metric")
-    results.add_column("value")
-    for name, value in metrics.items():
-        results.add_row(name, json.dumps(value, ensure_ascii=False))
-    console.print(results)
-
+def _summary(console: Console, config: DemoConfig, elapsed: float, total: float) -> None:
+    summary = Summary.read(config.results)
+    print_summary(console, summary)
     # Every input row ends up stored or dead-lettered.
-    source_rows = counts["clients"] + counts["scores"] + counts["transactions"] + len(letters)
+    counts = summary.counts
+    source_rows = (
+        counts["clients"] + counts["scores"] + counts["transactions"] + summary.dead_letters
+    )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     console.print(
-        f"[bold]pipeline[/] {elapsed:.2f}s ({total:.2f}s with data and model), "
-        f"{source_rows:,} input rows ({source_rows / elapsed:,.0f}/s), "
-        f"peak RSS {rss:,.0f} MiB (this process)"
+        f"[bold]pipeline[/] {elapsed:.2f}s ({total:.2f}s with data and model): "
+        f"{source_rows:,} input rows ({source_rows / elapsed:,.0f}/s) stored as "
+        + ", ".join(f"{table} {count:,}" for table, count in counts.items())
+        + f", dead letters {summary.dead_letters:,}; peak RSS {rss:,.0f} MiB"
     )
-    console.print(f"[bold]results[/] {config.results}")
-    console.print(f"[bold]classified[/] {config.out / 'classified_transactions.csv'}")
-    console.print(f"[bold]DAG[/] {config.out / 'pipeline.mmd'}:\n{mermaid}")
-
-
-def _reason(message: str) -> str:
-    """A dead letter's reason without the file:line or batch prefix (for grouping)."""
-    head, sep, rest = message.partition(": ")
-    if sep and (":" in head or head.startswith("batch ")):
-        return rest
-    return message
+    # Paths whole (the terminal wraps them), so they can be copied.
+    console.print(
+        f"[bold]results[/] {config.results}, [bold]DAG[/] {config.out / 'pipeline.mmd'}",
+        soft_wrap=True,
+    )
+    console.print(
+        f"[bold]classified[/] {config.out / 'classified_transactions.csv'}", soft_wrap=True
+    )
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ async def test_serve_ingests_over_grpc_and_the_profile_changes_then_drains(
             proc.send_signal(signal.SIGINT)
             out, err = await asyncio.to_thread(proc.communicate)
         assert proc.returncode == 0, err
-        assert "rows stored" in out
+        assert "input rows" in out and "dead letters" in out
     finally:
         if proc.poll() is None:
             proc.kill()
