@@ -22,11 +22,21 @@ from ._server import DemoServer
 DEFAULT_CLIENTS = "1,2,5,10,15,20"
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in --help, in words where a value would not say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m loadtest",
         description="Sweep concurrent clients against the ingestion service; time every "
         "round trip; check every acknowledged item was stored exactly once.",
+        formatter_class=_Help,
     )
     parser.add_argument(
         "--target",
@@ -36,46 +46,54 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--results-db",
         type=Path,
-        help="with --target: the server's results database, for the integrity check",
+        help="with --target: the server's results database, for the integrity check "
+        "(default: none, integrity not checked)",
     )
     parser.add_argument(
         "--clients",
         default=DEFAULT_CLIENTS,
-        help=f"levels of concurrent clients (default {DEFAULT_CLIENTS})",
+        help="levels of concurrent clients, comma-separated",
     )
-    parser.add_argument(
-        "--duration", type=float, default=10.0, help="seconds measured per level (default 10)"
-    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per level")
     parser.add_argument(
         "--requests",
         type=int,
-        help="measured requests per client per level, instead of --duration (still bounded by it)",
+        help="measured requests per client per level, instead of --duration (still bounded "
+        "by it) (default: as many as --duration allows)",
     )
     parser.add_argument(
         "--warmup",
         type=float,
         default=2.0,
-        help="seconds of warm-up per level, not measured (default 2)",
+        help="seconds of warm-up per level, not measured",
     )
-    parser.add_argument("--batch-size", type=int, default=200)
-    parser.add_argument("--rpc", choices=("unary", "stream"), default="unary")
+    parser.add_argument("--batch-size", type=int, default=200, help="transactions per request")
+    parser.add_argument(
+        "--rpc",
+        choices=("unary", "stream"),
+        default="unary",
+        help="one batch per unary call, or batches on one bidirectional stream per client",
+    )
     parser.add_argument(
         "--procs",
         type=int,
         default=1,
-        help="spread the clients over this many processes (default 1)",
+        help="spread the clients over this many processes",
     )
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds allowed per call")
     parser.add_argument(
-        "--out", type=Path, help="output directory (default ./loadtest-results/<timestamp>/)"
+        "--out", type=Path, help="output directory (default: ./loadtest-results/<timestamp>/)"
     )
     parser.add_argument(
         "--workdir",
         type=Path,
-        help="the started demo server's work directory (default: a new temporary one)",
+        help="the started demo server's work directory (default: a new temporary one, "
+        "removed after)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="a short sweep: 1.5 s per level after 0.5 s of warm-up"
+        "--quick",
+        action="store_true",
+        help="a short sweep: 1.5 s per level after 0.5 s of warm-up (default: off)",
     )
     args = parser.parse_args(argv)
     try:

@@ -45,16 +45,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "scores from SQLite, an inbox of TXT/CSV files, a timer and (with --serve) gRPC, "
         "normalised, classified, converted, scored by a model, aggregated into per-client "
         "profiles, stored in SQLite.",
+        formatter_class=_Help,
     )
-    parser.add_argument("--workdir", type=Path, default=Path("asyncpipe-demo"))
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("asyncpipe-demo"),
+        help="where the inputs are generated (or reused) and out/ is written",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=42, help="seed of the generated data and of the model"
+    )
     parser.add_argument(
         "--as-of",
         type=datetime.date.fromisoformat,
         default=datetime.date.today(),
-        help="the date results are computed as of (YYYY-MM-DD; default today)",
+        help="the date results are computed as of (YYYY-MM-DD), today if not given",
     )
-    parser.add_argument("--clients", type=_positive, default=10_000)
+    parser.add_argument(
+        "--clients", type=_positive, default=10_000, help="clients in the generated database"
+    )
     parser.add_argument(
         "--transactions",
         type=_positive,
@@ -72,13 +82,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="CUR=RATE",
-        help="BRL per unit of a currency (default BRL=1 USD=5 EUR=5.5)",
+        help="BRL per unit of a currency, repeatable (default: "
+        + " ".join(f"{code}={rate:g}" for code, rate in RATES.items())
+        + ")",
     )
     parser.add_argument(
         "--workers",
         type=_positive,
         default=None,
-        help="process-pool size for the risk model (default: CPU count)",
+        help="process-pool size for the risk model (default: the CPU count)",
     )
     parser.add_argument(
         "--serve",
@@ -90,7 +102,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=_positive,
         default=DEDUPE_IDS,
         help="distinct transaction ids remembered so a resent one counts once; a resend "
-        f"after that many others counts twice (default {DEDUPE_IDS:,}, ~74 bytes each)",
+        "after that many others counts twice (~74 bytes each)",
     )
     parser.add_argument("--port", type=int, default=50051, help="gRPC port with --serve")
     parser.add_argument("--host", default="127.0.0.1", help="gRPC address with --serve")
@@ -107,6 +119,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     except ValueError as exc:
         parser.error(str(exc))
     return args
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in --help, unless its help already says it in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _positive(text: str) -> int:

@@ -51,3 +51,19 @@ def test_cpu_workers_find_the_handler_in_the_repository(
     argv = ["--only", "cpu", "--cpu-messages", "2", "--cpu-ms", "1", "--no-raw-cpu"]
     assert main([*argv, "--repeat", "1"]) == 0
     assert "cpu=True stage" in capsys.readouterr().out
+
+
+def test_ingest_help_lists_every_option_with_its_default() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ingest", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    options = done.stdout.split("options:", 1)[1]
+    entries = options.split("\n  --")[1:]
+    assert len(entries) == 10
+    for entry in entries:
+        assert "(default:" in entry, entry
