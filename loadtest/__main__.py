@@ -186,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "duration": args.duration,
         "warmup": args.warmup,
         "requests": args.requests,
+        "quick": args.quick,
         "batch_size": args.batch_size,
         "rpc": args.rpc,
         "procs": args.procs,

@@ -19,7 +19,17 @@ from asyncpipe._metrics import percentile
 
 from ._load import RUN_SPAN, Sample
 
-__all__ = ["SEED_MEAN_RTT", "Integrity", "LevelResult", "check_integrity", "summarise", "write"]
+__all__ = [
+    "SEED_LABEL",
+    "SEED_MEAN_RTT",
+    "Integrity",
+    "LevelResult",
+    "chart",
+    "chart_title",
+    "check_integrity",
+    "summarise",
+    "write",
+]
 
 #: The seed's published mean round trip (seconds) per number of clients.
 SEED_MEAN_RTT = {1: 6.0, 2: 7.0, 5: 9.0, 10: 16.5, 15: 24.0, 20: 31.0}
@@ -248,11 +258,24 @@ def write(
                 ]
             )
     png_path = out / "rtt.png"
-    chart(levels, png_path)
+    chart(levels, png_path, title=chart_title(config))
     return [json_path, csv_path, png_path]
 
 
-def chart(levels: Sequence[LevelResult], path: Path) -> None:
+#: The original system's curve, named for what it is.
+SEED_LABEL = "Gym Pipeline (original), mean RTT"
+
+
+def chart_title(config: dict[str, Any]) -> str:
+    """What was run: batch size, RPC kind, quick or full sweep and its seconds per level."""
+    mode = "quick" if config.get("quick") else "full"
+    return (
+        f"asyncpipe load test: {config['batch_size']}-item batches, {config['rpc']} RPC, "
+        f"{mode} sweep ({config['duration']:g} s measured per level)"
+    )
+
+
+def chart(levels: Sequence[LevelResult], path: Path, *, title: str) -> None:
     """RTT percentiles and items/s against clients, the seed's means for reference."""
     import matplotlib
 
@@ -260,26 +283,30 @@ def chart(levels: Sequence[LevelResult], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     clients = [level.clients for level in levels]
-    fig, (rtt, rate) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (rtt, rate) = plt.subplots(1, 2, figsize=(11, 4.8))
+    fig.suptitle(title)
     for key, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-")):
         values = [level.rtt_ms[key] for level in levels]
         points = [(c, v) for c, v in zip(clients, values, strict=True) if v is not None]
         if points:
             rtt.plot(*zip(*points, strict=True), style, label=f"asyncpipe {key}")
     seed = sorted(SEED_MEAN_RTT.items())
-    rtt.plot([c for c, _ in seed], [s * 1000 for _, s in seed], "k--", label="seed mean")
+    rtt.plot([c for c, _ in seed], [s * 1000 for _, s in seed], "k--", label=SEED_LABEL)
     rtt.set_yscale("log")
-    rtt.set_xlabel("concurrent clients")
-    rtt.set_ylabel("round trip per batch (ms, log)")
+    rtt.set_ylabel("round trip per batch (ms, log scale)")
     rtt.set_title("round trip")
     rtt.grid(True, which="both", alpha=0.3)
-    rtt.legend()
+    rtt.legend(fontsize="small")
     rate.plot(clients, [level.items_per_second for level in levels], "o-", label="asyncpipe")
-    rate.set_xlabel("concurrent clients")
+    rate.set_ylim(bottom=0)
     rate.set_ylabel("items acknowledged per second")
     rate.set_title("throughput (acknowledged after commit)")
     rate.grid(True, alpha=0.3)
-    rate.legend()
+    rate.legend(fontsize="small")
+    for axes in (rtt, rate):
+        # The levels tested, and only those: no 2.5 or 17.5 clients.
+        axes.set_xticks(sorted({*clients, *(() if axes is rate else SEED_MEAN_RTT)}))
+        axes.set_xlabel("concurrent clients")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
