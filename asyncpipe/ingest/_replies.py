@@ -11,6 +11,7 @@ the intake are bounded the same way (:func:`item_text`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import Message
@@ -71,7 +72,8 @@ def response(
     if listed < len(rejections):
         message = f"{message} ({len(rejections)} rejections, the first {listed} listed)"
     # One constructor call: each attribute set on a protobuf message costs a lookup.
-    reply: Any = reply_type(
+    make: Callable[..., Any] = reply_type  # recent stubs type Message() without fields
+    reply: Any = make(
         success=success,
         message=message,
         batch_id=batch_id,

@@ -198,7 +198,8 @@ class _Stream:
 
     async def _one(self, request: Any) -> Any:
         server = self._server
-        reply = self._method.reply
+        # Any: recent protobuf stubs type Message() without field keywords.
+        reply: Callable[..., Any] = self._method.reply
         if isinstance(request, Malformed):
             server.malformed.report(self._context.peer(), request)
             return reply(success=False, message=f"INVALID_ARGUMENT: {request.reason}")
@@ -212,14 +213,15 @@ class _Stream:
                     grpc.StatusCode.UNIMPLEMENTED, f"this server takes no {which} batches"
                 )
             return await server.handle(
-                route, reply, getattr(request, which), self._context.time_remaining()
+                route, self._method.reply, getattr(request, which), self._context.time_remaining()
             )
         except Refused as refused:
             return self._refusal(request, refused.code, refused.message)
 
     def _refusal(self, request: Any, code: grpc.StatusCode, message: str) -> Any:
         """The reply to a stream's batch refused as a whole."""
-        reply = self._method.reply
+        # Any: recent protobuf stubs type Message() without field keywords.
+        reply: Callable[..., Any] = self._method.reply
         text = f"{code.name}: {message}"
         which = None if isinstance(request, Malformed) else request.WhichOneof(self._method.oneof)
         route: Route | None = None if which is None else self._method.members[which]
