@@ -119,7 +119,7 @@ class WorkerPool:
             executor = self._ensure(ready)
             processes = list((getattr(executor, "_processes", None) or {}).values())
             for _ in range(self.max_workers):
-                _, failures = await self._next_ready(ready, processes)
+                failures = await self._next_ready(ready, processes)
                 if failures is None:
                     _check_main_guard(processes)
                     return  # a worker died while starting
@@ -130,15 +130,19 @@ class WorkerPool:
             ready.join_thread()
 
     @staticmethod
-    async def _next_ready(ready: Any, processes: list[Any]) -> tuple[int, dict[str, str] | None]:
+    async def _next_ready(ready: Any, processes: list[Any]) -> dict[str, str] | None:
+        """The next worker's setup failures (by handler key), or None once a worker has
+        died. The queue is read in a thread with a short timeout only so that a worker's
+        death is noticed; a ready worker is seen at once."""
         while True:
             try:
-                pid, failures = await asyncio.to_thread(ready.get, True, 0.2)
+                _, failures = await asyncio.to_thread(ready.get, True, 0.2)
             except queue.Empty:
                 if any(p.exitcode is not None for p in processes):
-                    return 0, None
+                    return None
                 continue
-            return pid, failures
+            failures_by_key: dict[str, str] = failures
+            return failures_by_key
 
     def _ensure(self, ready: Any = None) -> Executor:
         if self._executor is None:
