@@ -10,7 +10,7 @@ An executor runs once, through these states (every transition is in :data:`_NEXT
   without sources is fed by ``submit()`` and runs until ``stop()`` (or ``idle_timeout``).
 * ``async with executor:``: runs in the background while the body ``submit()``s; leaving
   the block drains (or aborts, if the body raised).
-* ``start()``: the seed's synchronous entry point: ``run()`` in a new loop (uvloop when
+* ``start()``: the original's synchronous entry point: ``run()`` in a new loop (uvloop when
   installed), with SIGINT/SIGTERM handled (first: drain, second: abort).
 
 *starting*: the dead-letter sink opens, handlers are set up, worker processes start and
@@ -76,7 +76,7 @@ class PipelineExecutor:
         producer_nodes: nodes without dependencies.
         consumer_nodes: every other node.
         idle_timeout: stop by itself after this many seconds without any message being
-            submitted or processed (the seed's continuous mode).
+            submitted or processed (the original's continuous mode).
         max_workers: size of the process pool for ``cpu=True`` nodes (default: CPU count).
         executor: a ``concurrent.futures.Executor`` for ``cpu=True`` nodes instead of the
             pool asyncpipe owns (it is not shut down or replaced by asyncpipe).

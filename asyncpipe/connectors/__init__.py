@@ -33,7 +33,7 @@ Typed columns (``types={"amount": float, "day": date.fromisoformat, "vip": bool}
 any callable from text; ``bool`` reads ``true/false/yes/no/1/0``; an empty field becomes
 ``None`` (except for ``str``).
 
-Triggers are sources too, keeping the seed's signatures: ``TimerTrigger(node, interval,
+Triggers are sources too, keeping the original's signatures: ``TimerTrigger(node, interval,
 max_runs)`` and ``RequestTrigger(node, suffix, watch_dir, poll_interval, max_checks)`` go in
 a producer node, and ``node`` is the *handler* they fire at each tick or new file (its
 return value is emitted), or ``None`` to emit the :class:`Tick` or file ``Path`` itself::

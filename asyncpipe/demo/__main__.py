@@ -1,4 +1,4 @@
-"""``python -m asyncpipe.demo``: the seed's bank pipeline, end to end.
+"""``python -m asyncpipe.demo``: the original's bank pipeline, end to end.
 
 Generates (or reuses) deterministic dirty data in ``--workdir``, runs the pipeline to
 completion with live progress, and prints a summary. ``--serve`` keeps it running with the
@@ -41,7 +41,7 @@ logger = logging.getLogger("asyncpipe.demo")
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m asyncpipe.demo",
-        description="The seed's bank pipeline on asyncpipe: clients, transactions and "
+        description="The original's bank pipeline on asyncpipe: clients, transactions and "
         "scores from SQLite, an inbox of TXT/CSV files, a timer and (with --serve) gRPC, "
         "normalised, classified, converted, scored by a model, aggregated into per-client "
         "profiles, stored in SQLite.",
