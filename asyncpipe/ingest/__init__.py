@@ -19,6 +19,7 @@ if _find_spec("grpc") is None:
 from .._exports import claim_module as _claim_module
 from ._client import RETRYABLE, IngestClient, IngestStream, new_batch_id
 from ._intake import Ack
+from ._processes import serve_processes
 from ._routes import Invalid, Route, quoted
 from ._server import IngestServer, serve
 
@@ -33,6 +34,7 @@ __all__ = [
     "new_batch_id",
     "quoted",
     "serve",
+    "serve_processes",
 ]
 
 _claim_module(globals(), __all__, __name__)
