@@ -21,6 +21,7 @@ from ._client import RETRYABLE, IngestClient, IngestStream, new_batch_id
 from ._intake import Ack
 from ._routes import Invalid, Route, quoted
 from ._server import IngestServer, serve
+from ._stats import MethodMetrics, ServerMetrics
 
 __all__ = [
     "RETRYABLE",
@@ -29,7 +30,9 @@ __all__ = [
     "IngestServer",
     "IngestStream",
     "Invalid",
+    "MethodMetrics",
     "Route",
+    "ServerMetrics",
     "new_batch_id",
     "quoted",
     "serve",
