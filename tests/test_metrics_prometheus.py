@@ -88,6 +88,7 @@ async def test_a_scrape_after_a_known_workload_equals_metrics() -> None:
         )
     # A source has no input channel: no queue figures rather than zeros that mislead.
     assert ("asyncpipe_node_queue_capacity", (("node", "numbers"),)) not in samples
+    assert ("asyncpipe_node_handler_seconds_count", (("node", "numbers"),)) not in samples
     assert value(samples, "asyncpipe_pipeline_state", state="closed") == 1
     assert value(samples, "asyncpipe_pipeline_state", state="running") == 0
     assert value(samples, "asyncpipe_pipeline_worker_restarts_total") == 0

@@ -148,11 +148,12 @@ def _node_families(nodes: Iterable[NodeMetrics]) -> Iterator[Metric]:
             messages.add_metric([node.name, outcome], getattr(node, outcome))
         for field, family in counters.items():
             family.add_metric([node.name], getattr(node, field))
+        source = not node.queue_capacity  # no input channel, no handler calls to time
         for field, gauge in gauges.items():
-            if field.startswith("queue") and not node.queue_capacity:
-                continue  # a source has no input channel
-            gauge.add_metric([node.name], getattr(node, field))
-        _add_histogram(latency, node.name, node.latency_buckets, node.latency_sum)
+            if not (source and field.startswith("queue")):
+                gauge.add_metric([node.name], getattr(node, field))
+        if not source:
+            _add_histogram(latency, node.name, node.latency_buckets, node.latency_sum)
     yield messages
     yield from counters.values()
     yield from gauges.values()
