@@ -50,9 +50,13 @@ def test_the_grpc_extra_holds_the_ingestion_service() -> None:
     assert set(requirements("grpc")) == GRPC
 
 
-def test_the_demo_extra_holds_grpc_and_the_demos_own_packages() -> None:
+def test_the_metrics_extra_holds_prometheus_client() -> None:
+    assert set(requirements("metrics")) == {"prometheus-client"}
+
+
+def test_the_demo_extra_holds_grpc_metrics_and_the_demos_own_packages() -> None:
     demo = requirements("demo")
-    assert demo["asyncpipe"].extras == {"grpc"}
+    assert demo["asyncpipe"].extras == {"grpc", "metrics"}
     assert {"faker", "matplotlib", "rich", "scikit-learn"} <= set(demo)
 
 
@@ -80,7 +84,11 @@ def test_only_the_library_is_packaged() -> None:
 
 @pytest.mark.parametrize(
     ("package", "missing", "extra"),
-    [("asyncpipe.ingest", "grpc", "grpc"), ("asyncpipe.demo", "sklearn", "demo")],
+    [
+        ("asyncpipe.ingest", "grpc", "grpc"),
+        ("asyncpipe.metrics", "prometheus_client", "metrics"),
+        ("asyncpipe.demo", "sklearn", "demo"),
+    ],
 )
 def test_importing_without_the_extra_names_it(package: str, missing: str, extra: str) -> None:
     # In a child: None in sys.modules makes the import (and find_spec) see no such module.

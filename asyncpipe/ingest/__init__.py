@@ -22,6 +22,7 @@ from ._intake import Ack
 from ._processes import serve_processes
 from ._routes import Invalid, Route, quoted
 from ._server import IngestServer, serve
+from ._stats import MethodMetrics, ServerMetrics
 
 __all__ = [
     "RETRYABLE",
@@ -30,7 +31,9 @@ __all__ = [
     "IngestServer",
     "IngestStream",
     "Invalid",
+    "MethodMetrics",
     "Route",
+    "ServerMetrics",
     "new_batch_id",
     "quoted",
     "serve",
