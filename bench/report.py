@@ -101,6 +101,6 @@ def _report_csv(csv: CsvResults) -> bool:
         "the runs);\ngrowth: that minus its RSS just before the run. plain loop: csv.reader "
         "+ executemany +\ncommit per batch. workers: the sink node's (2: a batch is handed "
         "to the database thread\nwhile the previous one commits); the target is judged on "
-        "workers=2."
+        "workers=1 (the default)."
     )
     return not met(csv.ratio(), csv_sqlite.TARGET)
