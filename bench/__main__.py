@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from asyncpipe import DEFAULT_CAPACITY
 
 from .cpu import CpuWorkload, calibrate_cpu
-from .csv_sqlite import SIDES, csv_workload
+from .csv_sqlite import JUDGED, PIPELINED, SIDES, csv_workload
 from .engine import TARGET_BATCHED, TARGET_PER_ITEM, ChainWorkload
 from .measure import loop_name
 from .report import report
@@ -109,8 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if csv is not None:
                 for side in list(SIDES)[::-1] if flip else SIDES:
                     csv.measure(side)
-                serial = csv.results.ratios("asyncpipe, workers=1")[-1]
-                line.append(f"csv {serial:.2f}x/{csv.results.ratios()[-1]:.2f}x (workers=1/2)")
+                serial = csv.results.ratios(JUDGED)[-1]
+                pipelined = csv.results.ratios(PIPELINED)[-1]
+                line.append(f"csv {serial:.2f}x/{pipelined:.2f}x (workers=1/2)")
             print(f"  repeat {r + 1}/{args.repeat}: " + ", ".join(line), flush=True)
     failed = report(chains, cpu, csv.results if csv is not None else None)
     return 1 if args.check and failed else 0
