@@ -10,13 +10,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bench import csv_postgres
+from bench import csv_postgres, csv_sqlite
 
 
 @pytest.mark.parametrize("side", list(csv_postgres.PG_SIDES))
 async def test_each_side_upserts_every_row(tmp_path: Path, pg_dsn: str, side: str) -> None:
     csv_path = tmp_path / "t.csv"
-    csv_postgres.write_csv(csv_path, 1234)
+    csv_sqlite.write_csv(csv_path, 1234)
     await asyncio.to_thread(csv_postgres._reset, pg_dsn)
     run = await asyncio.to_thread(csv_postgres.PG_SIDES[side], str(csv_path), pg_dsn, 100, False)
     assert run.rows == 1234 and run.seconds > 0
@@ -26,4 +26,8 @@ async def test_each_side_upserts_every_row(tmp_path: Path, pg_dsn: str, side: st
         row = await conn.fetchrow("SELECT sum(id), max(date), pg_typeof(max(amount))::text FROM tx")
     finally:
         await conn.close()
-    assert tuple(row) == (sum(range(1234)), datetime.date(2024, 12, 28), "double precision")
+    assert row is not None and tuple(row) == (
+        sum(range(1234)),
+        datetime.date(2024, 12, 28),
+        "double precision",
+    )
