@@ -2,7 +2,9 @@
 throughput against raw baselines, measured in one run.
 
 Workloads (``--only``, repeatable; all by default): ``per-item`` and ``batched``
-(:mod:`bench.engine`), ``cpu`` (:mod:`bench.cpu`), ``csv`` (:mod:`bench.csv_sqlite`).
+(:mod:`bench.engine`), ``cpu`` (:mod:`bench.cpu`), ``csv`` (:mod:`bench.csv_sqlite`),
+``postgres`` (:mod:`bench.csv_postgres`: CSV -> PostgreSQL, on ``DATABASE_URL`` or a
+server started from the pgserver wheel).
 Repeats alternate which side goes first, so drift hits both sides alike; the tables
 (:mod:`bench.report`) give medians. The ingestion benchmark is ``python -m bench.ingest``.
 """
@@ -19,14 +21,15 @@ from collections.abc import Sequence
 from asyncpipe import DEFAULT_CAPACITY
 
 from .cpu import CpuWorkload, calibrate_cpu
-from .csv_sqlite import SIDES, csv_workload
+from .csv_postgres import PG_SIDES, postgres_workload
+from .csv_sqlite import JUDGED, PIPELINED, SIDES, csv_workload
 from .engine import TARGET_BATCHED, TARGET_PER_ITEM, ChainWorkload
 from .measure import loop_name
 from .report import report
 
 __all__ = ["main", "parse_args"]
 
-WORKLOADS = ("per-item", "batched", "cpu", "csv")
+WORKLOADS = ("per-item", "batched", "cpu", "csv", "postgres")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -51,7 +54,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--min-seconds", type=float, default=0.5, help="least measured time per chain sample")
     add("--cpu-messages", type=int, default=80, help="messages per cpu run")
     add("--cpu-ms", type=float, default=15.0, help="CPU work per message, ms")
-    add("--rows", type=int, default=1_000_000, help="csv: rows upserted")
+    add("--rows", type=int, default=1_000_000, help="csv, postgres: rows upserted")
     add("--no-raw-cpu", action="store_true", help="skip the raw process-pool reference")
     add("--no-uvloop", action="store_true", help="use the default event loop")
     add(
@@ -94,13 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"bench: Python {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"loop={loop_name(use_uvloop)}, items={args.items:,}, batch={args.batch}, "
         f"repeat={args.repeat}, capacity={DEFAULT_CAPACITY}, "
-        f"cpu={args.cpu_messages} messages x {args.cpu_ms:g} ms, csv={args.rows:,} rows",
+        f"cpu={args.cpu_messages} messages x {args.cpu_ms:g} ms, csv/postgres={args.rows:,} rows",
         flush=True,
     )
     with contextlib.ExitStack() as stack:
-        csv = None
+        csv = postgres = None
         if "csv" in workloads:
             csv = stack.enter_context(csv_workload(args.rows, args.batch, use_uvloop))
+        if "postgres" in workloads:
+            postgres = stack.enter_context(postgres_workload(args.rows, args.batch, use_uvloop))
         for r in range(args.repeat):
             flip = r % 2 == 1  # alternate who goes first, so drift hits both sides alike
             line = [chain.measure(use_uvloop, args.min_seconds, flip) for chain in chains]
@@ -109,10 +114,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             if csv is not None:
                 for side in list(SIDES)[::-1] if flip else SIDES:
                     csv.measure(side)
-                serial = csv.results.ratios("asyncpipe, workers=1")[-1]
-                line.append(f"csv {serial:.2f}x/{csv.results.ratios()[-1]:.2f}x (workers=1/2)")
+                serial = csv.results.ratios(JUDGED)[-1]
+                pipelined = csv.results.ratios(PIPELINED)[-1]
+                line.append(f"csv {serial:.2f}x/{pipelined:.2f}x (workers=1/2)")
+            if postgres is not None:
+                for side in list(PG_SIDES)[::-1] if flip else PG_SIDES:
+                    postgres.measure(side)
+                serial = postgres.results.ratios(JUDGED)[-1]
+                pipelined = postgres.results.ratios(PIPELINED)[-1]
+                line.append(f"postgres {serial:.2f}x/{pipelined:.2f}x (workers=1/2)")
             print(f"  repeat {r + 1}/{args.repeat}: " + ", ".join(line), flush=True)
-    failed = report(chains, cpu, csv.results if csv is not None else None)
+    failed = report(
+        chains,
+        cpu,
+        csv.results if csv is not None else None,
+        postgres.results if postgres is not None else None,
+    )
     return 1 if args.check and failed else 0
 
 

@@ -60,8 +60,8 @@ def test_the_demo_extra_holds_grpc_metrics_and_the_demos_own_packages() -> None:
     assert {"faker", "matplotlib", "rich", "scikit-learn"} <= set(demo)
 
 
-def test_the_test_extra_includes_the_demo() -> None:
-    assert requirements("test")["asyncpipe"].extras == {"demo"}
+def test_the_test_extra_includes_the_demo_and_postgres() -> None:
+    assert requirements("test")["asyncpipe"].extras == {"demo", "postgres"}
 
 
 def test_the_version_is_written_once() -> None:

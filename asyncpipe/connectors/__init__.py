@@ -14,11 +14,13 @@ file, or ``batch_size`` rows of a query, at a time -- and emit lists of up to
 =========================  =============================================================
 sources                    :class:`CsvSource`, :class:`TextSource` (lines or delimited
                            TXT), :class:`JsonLinesSource`, :class:`SqliteSource` (a
-                           query), :class:`IterableSource` (anything iterable, batched)
-sinks (handlers)           :class:`SqliteSink` (idempotent upserts), :class:`CsvSink`,
-                           :class:`JsonLinesSink` (appending files)
-dead-letter sinks          :class:`SqliteDeadLetterSink` (a ``dead_letters`` table),
-                           :class:`JsonLinesDeadLetterSink`
+                           query), :class:`PostgresSource` (a query, server-side
+                           cursor), :class:`IterableSource` (anything iterable, batched)
+sinks (handlers)           :class:`SqliteSink`, :class:`PostgresSink` (idempotent
+                           upserts), :class:`CsvSink`, :class:`JsonLinesSink` (appending
+                           files)
+dead-letter sinks          :class:`SqliteDeadLetterSink`, :class:`PostgresDeadLetterSink`
+                           (a ``dead_letters`` table), :class:`JsonLinesDeadLetterSink`
 triggers (sources)         :class:`TimerTrigger` (every ``interval`` seconds),
                            :class:`RequestTrigger` (each new file of a directory, once)
 =========================  =============================================================
@@ -40,6 +42,9 @@ return value is emitted), or ``None`` to emit the :class:`Tick` or file ``Path``
 
     HandlerNode("generate", TimerTrigger(new_transactions, interval=1.0, max_runs=60))
     HandlerNode("scores", RequestTrigger(lambda path: CsvSource(path), ".csv", "inbox"))
+
+The PostgreSQL connectors need the ``[postgres]`` extra (``asyncpg``, imported when one
+of them first connects); see ``docs/postgres.md``.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ from ._csv import CsvSource
 from ._csv_sink import CsvSink
 from ._deadletters import JsonLinesDeadLetterSink, SqliteDeadLetterSink
 from ._jsonl import JsonLinesSink, JsonLinesSource
+from ._postgres import PostgresSink, PostgresSource
+from ._postgres_deadletters import PostgresDeadLetterSink
 from ._sqlite import SqliteSink, SqliteSource
 from ._text import TextSource
 from ._timer import Tick, TimerTrigger
@@ -64,6 +71,9 @@ __all__ = [
     "JsonLinesDeadLetterSink",
     "JsonLinesSink",
     "JsonLinesSource",
+    "PostgresDeadLetterSink",
+    "PostgresSink",
+    "PostgresSource",
     "RequestTrigger",
     "SqliteDeadLetterSink",
     "SqliteSink",

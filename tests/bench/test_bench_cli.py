@@ -31,7 +31,7 @@ def test_help_lists_every_option_with_its_default() -> None:
 
 def test_no_only_runs_every_workload_and_quick_caps_the_sizes() -> None:
     args = parse_args(["--quick"])
-    assert args.only == ["per-item", "batched", "cpu", "csv"]
+    assert args.only == ["per-item", "batched", "cpu", "csv", "postgres"]
     assert (args.items, args.repeat, args.rows) == (20_000, 1, 100_000)
     assert parse_args(["--only", "csv", "--only", "cpu"]).only == ["csv", "cpu"]
 
