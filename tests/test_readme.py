@@ -10,7 +10,8 @@ readers of the rendered page:
 * ``<!-- example: server -->`` then ``<!-- example: client -->``: the server block runs in
   the background, the client block against it, then the server is sent SIGTERM and must
   exit 0 (the port ``50051`` in both is replaced by a free one);
-* ``<!-- example: needs=postgres -->``: ``DATABASE_URL`` names a real PostgreSQL database.
+* ``<!-- example: needs=postgres -->``: ``DATABASE_URL`` names a real PostgreSQL database
+  (a fresh one, from the ``pg_dsn`` fixture of ``tests/postgres.py``).
 
 What a block prints is checked where the block says: ``print(x)  # expected`` (or a
 comment line of its own right after the ``print``) must appear in its output, in order.
@@ -116,10 +117,12 @@ def _free_port() -> str:
 
 def _environment(block: Block, request: pytest.FixtureRequest) -> dict[str, str]:
     env = dict(os.environ)
+    # This checkout's asyncpipe, whatever the environment has installed.
     paths = [str(ROOT / block.options["path"])] if "path" in block.options else []
+    paths.append(str(ROOT))
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     if block.options.get("needs") == "postgres":
-        env["DATABASE_URL"] = request.getfixturevalue("postgres_dsn")
+        env["DATABASE_URL"] = request.getfixturevalue("pg_dsn")
     return env
 
 
