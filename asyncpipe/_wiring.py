@@ -43,6 +43,7 @@ class Wiring:
         max_workers: int,
         executor: Executor | None,
         pool_options: dict[str, Any],
+        state_store: Any = None,
     ) -> None:
         inboxes: dict[str, Channel[Envelope]] = {
             name: Channel(node.capacity, name)
@@ -79,6 +80,7 @@ class Wiring:
                 workers=node.resolved_workers(pool.max_workers if pool else 1),
                 pool=pool,
                 dead_letter=write,
+                state_store=state_store,
             )
         on_loop = [
             (name, rt.node.handler.obj)
