@@ -87,7 +87,8 @@ class Wiring:
             for name, rt in self.nodes.items()
             if rt.node.handler is not None and not rt.node.cpu
         ]
-        self.resources = Resources(sink, on_loop, self.pools)
+        stateful = any(node.node.stateful is not None for node in self.nodes.values())
+        self.resources = Resources(sink, on_loop, self.pools, state_store if stateful else None)
 
     def connect(self) -> None:
         """Count the senders of every input: the intake and each upstream node."""
