@@ -18,6 +18,7 @@ from .._keys import stable_hash
 from ._codec import Codec, JsonCodec, PickleCodec
 from ._keyed import DEFAULT_CACHE_SIZE, KeyedHandler, stateful_map
 from ._memory import DEFAULT_DEDUPE_TTL, MemoryStateStore
+from ._sqlite import SqliteStateStore
 from ._store import StateCommit, StateStore, StoredMark
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "KeyedHandler",
     "MemoryStateStore",
     "PickleCodec",
+    "SqliteStateStore",
     "StateCommit",
     "StateStore",
     "StoredMark",

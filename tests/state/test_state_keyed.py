@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pipelines import TIMEOUT
 
-from asyncpipe import HandlerError, HandlerNode, PipelineExecutor, reject
+from asyncpipe import HandlerError, HandlerNode, PipelineAborted, PipelineExecutor, reject
 from asyncpipe.state import (
     JsonCodec,
     KeyedHandler,
     MemoryStateStore,
     PickleCodec,
+    SqliteStateStore,
     StateStore,
     stateful_map,
 )
@@ -150,23 +152,34 @@ async def test_a_replayed_origin_does_not_touch_state_again() -> None:
     assert [r.dead_letters[0].index for r in receipts[:2]] == [2, 2]
 
 
-async def test_state_survives_a_restart_over_a_persistent_store() -> None:
-    store = MemoryStateStore(persistent=True)
-    first, _ = keyed_pipeline(Totals(), store, workers=2)
+@pytest.fixture(params=["memory", "sqlite"])
+def persistent_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], StateStore]:
+    """A factory of persistent stores: each call is the same storage, reopened."""
+    if request.param == "memory":
+        store = MemoryStateStore(persistent=True)
+        return lambda: store
+    return lambda: SqliteStateStore(tmp_path / "state.db")
+
+
+async def test_state_survives_a_restart_over_a_persistent_store(
+    persistent_store: Callable[[], StateStore],
+) -> None:
+    first, _ = keyed_pipeline(Totals(), persistent_store(), workers=2)
     await feed(first, [("b1", recs(("a", 1), ("b", 2))), ("b2", recs(("a", 3)))])
-    second, sink = keyed_pipeline(Totals(), store, workers=2)
+    second, sink = keyed_pipeline(Totals(), persistent_store(), workers=2)
     # b2 again (its ack was lost, say), then something new.
     await feed(second, [("b2", recs(("a", 3))), ("b3", recs(("a", 10), ("b", 1)))])
     latest = {out["key"]: out for message in sink.items for out in message}
     assert latest == {"a": {"key": "a", "n": 3, "sum": 14}, "b": {"key": "b", "n": 2, "sum": 3}}
 
 
-async def test_a_small_cache_over_the_store_loses_nothing() -> None:
+async def test_a_small_cache_over_the_store_loses_nothing(
+    persistent_store: Callable[[], StateStore],
+) -> None:
     class Small(Totals):
         cache_size = 2
 
-    store = MemoryStateStore(persistent=True)
-    executor, sink = keyed_pipeline(Small(), store)
+    executor, sink = keyed_pipeline(Small(), persistent_store())
     batches = [(f"b{i}", recs((f"k{i % 7}", i))) for i in range(40)]
     await feed(executor, batches)
     latest = {out["key"]: out["sum"] for message in sink.items for out in message}
@@ -175,15 +188,14 @@ async def test_a_small_cache_over_the_store_loses_nothing() -> None:
 
 
 @pytest.mark.parametrize("codec", [PickleCodec(), JsonCodec()])
-async def test_state_round_trips_through_the_codec(codec: Any) -> None:
+async def test_state_round_trips_through_the_codec(codec: Any, tmp_path: Path) -> None:
     class Coded(Totals):
         pass
 
     Coded.codec = codec
-    store = MemoryStateStore(persistent=True)
-    first, _ = keyed_pipeline(Coded(), store)
+    first, _ = keyed_pipeline(Coded(), SqliteStateStore(tmp_path / "s.db"))
     await feed(first, [("b1", recs(("a", 1), ("b", 2)))])
-    second, sink = keyed_pipeline(Coded(), store)
+    second, sink = keyed_pipeline(Coded(), SqliteStateStore(tmp_path / "s.db"))
     await feed(second, [("b2", recs(("a", 4)))])
     assert sink.items == [[{"key": "a", "n": 2, "sum": 5}]]
     assert codec.decode(codec.encode({"x": [1, 2.5, "é"]})) == {"x": [1, 2.5, "é"]}
@@ -194,3 +206,28 @@ def test_stateful_nodes_refuse_what_they_cannot_do() -> None:
         HandlerNode("s", Totals(), ["x"], key=lambda r: r, cpu=True)
     with pytest.raises(ValueError, match="needs key="):
         HandlerNode("s", Totals(), ["x"], workers=2)
+
+
+async def test_outputs_committed_but_not_delivered_are_sent_again_at_start() -> None:
+    store = MemoryStateStore(persistent=True)
+    arrived = asyncio.Event()
+
+    async def stuck(message: Any) -> None:  # a sink that never commits
+        arrived.set()
+        await asyncio.Event().wait()
+
+    ingest = HandlerNode("ingest")
+    node = HandlerNode("state", Totals(), [ingest], key=lambda r: r["k"])
+    out = HandlerNode("sink", stuck, [node])
+    first = PipelineExecutor([ingest], [node, out], state_store=store)
+    async with asyncio.timeout(TIMEOUT):
+        with pytest.raises(PipelineAborted):
+            async with first:
+                receipt = await first.submit("ingest", recs(("a", 1)), origin="b1")
+                await arrived.wait()  # committed in the store, not delivered
+                first.abort()  # the crash
+                await receipt
+    second, sink = keyed_pipeline(Totals(), store)
+    await feed(second, [("b1", recs(("a", 1))), ("b2", recs(("a", 2)))])
+    # b1's output first (sent again at start), then b2's; b1 itself was not applied twice.
+    assert sink.items == [[{"key": "a", "n": 1, "sum": 1}], [{"key": "a", "n": 2, "sum": 3}]]
