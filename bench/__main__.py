@@ -4,7 +4,7 @@ throughput against raw baselines, measured in one run.
 Workloads (``--only``, repeatable; all by default): ``per-item`` and ``batched``
 (:mod:`bench.engine`), ``cpu`` (:mod:`bench.cpu`), ``csv`` (:mod:`bench.csv_sqlite`),
 ``postgres`` (:mod:`bench.csv_postgres`: CSV -> PostgreSQL, on ``DATABASE_URL`` or a
-server started from the pgserver wheel).
+server started from the pgserver wheel), ``windowed`` (:mod:`bench.windowed_workload`).
 Repeats alternate which side goes first, so drift hits both sides alike; the tables
 (:mod:`bench.report`) give medians. The ingestion benchmark is ``python -m bench.ingest``.
 """
@@ -16,7 +16,8 @@ import contextlib
 import os
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from asyncpipe import DEFAULT_CAPACITY
 
@@ -26,17 +27,20 @@ from .csv_sqlite import JUDGED, PIPELINED, SIDES, csv_workload
 from .engine import TARGET_BATCHED, TARGET_PER_ITEM, ChainWorkload
 from .measure import loop_name
 from .report import report
+from .windowed import WindowedSpec
+from .windowed_workload import WindowedWorkload
 
 __all__ = ["main", "parse_args"]
 
-WORKLOADS = ("per-item", "batched", "cpu", "csv", "postgres")
+WORKLOADS = ("per-item", "batched", "cpu", "csv", "postgres", "windowed")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="asyncpipe throughput vs raw asyncio and a plain CSV -> SQLite loop, "
-        "and process-pool speed-up.",
+        "process-pool speed-up, and a windowed keyed aggregation vs a hand-written asyncio "
+        "aggregator and Bytewax.",
         epilog="The gRPC ingestion benchmark: python -m bench.ingest --help.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -49,19 +53,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run only this workload (repeatable; default: all of them)",
     )
     add("--items", type=int, default=200_000, help="items per chain pass")
-    add("--batch", type=int, default=500, help="items per batched message (csv: per commit)")
+    add(
+        "--batch",
+        type=int,
+        default=500,
+        help="items per batched message (csv: per commit; windowed: events per batch)",
+    )
     add("--repeat", type=int, default=5, help="repeats (medians are reported)")
     add("--min-seconds", type=float, default=0.5, help="least measured time per chain sample")
     add("--cpu-messages", type=int, default=80, help="messages per cpu run")
     add("--cpu-ms", type=float, default=15.0, help="CPU work per message, ms")
     add("--rows", type=int, default=1_000_000, help="csv, postgres: rows upserted")
+    add("--events", type=int, default=1_000_000, help="windowed: events aggregated")
+    add("--keys", type=int, default=10_000, help="windowed: distinct keys")
+    add(
+        "--bytewax-events",
+        type=int,
+        default=100_000,
+        help="windowed: Bytewax runs once, on the first N events (all 1,000,000 take "
+        "about 10 minutes; 0 skips it)",
+    )
     add("--no-raw-cpu", action="store_true", help="skip the raw process-pool reference")
     add("--no-uvloop", action="store_true", help="use the default event loop")
     add(
         "--quick",
         action="store_true",
         help="a short smoke run: at most 20,000 items, 1 repeat, 0.05 s samples, "
-        "12 cpu messages of 10 ms, 100,000 rows",
+        "12 cpu messages of 10 ms, 100,000 rows, 100,000 windowed events (5,000 for Bytewax)",
     )
     add("--check", action="store_true", help="exit with status 1 if a target is missed")
     args = parser.parse_args(argv)
@@ -73,9 +91,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.cpu_messages = min(args.cpu_messages, 12)
         args.cpu_ms = min(args.cpu_ms, 10.0)
         args.rows = min(args.rows, 100_000)
-    if min(args.items, args.batch, args.repeat, args.cpu_messages, args.rows) < 1:
-        parser.error("--items, --batch, --repeat, --cpu-messages and --rows must be >= 1")
+        args.events = min(args.events, 100_000)
+        args.bytewax_events = min(args.bytewax_events, 5_000)
+    sizes = (args.items, args.batch, args.repeat, args.cpu_messages, args.rows, args.events)
+    if min(*sizes, args.keys) < 1:
+        parser.error(
+            "--items, --batch, --repeat, --cpu-messages, --rows, --events and --keys must be >= 1"
+        )
+    if args.bytewax_events < 0:
+        parser.error("--bytewax-events must be >= 0")
     return args
+
+
+def _measure_upserts(name: str, load: Any, sides: Iterable[str], flip: bool) -> str:
+    """One repeat of an upsert workload (CSV -> SQLite or PostgreSQL), sides in turn."""
+    for side in list(sides)[::-1] if flip else list(sides):
+        load.measure(side)
+    serial = load.results.ratios(JUDGED)[-1]
+    pipelined = load.results.ratios(PIPELINED)[-1]
+    return f"{name} {serial:.2f}x/{pipelined:.2f}x (workers=1/2)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,9 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"bench: Python {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"loop={loop_name(use_uvloop)}, items={args.items:,}, batch={args.batch}, "
         f"repeat={args.repeat}, capacity={DEFAULT_CAPACITY}, "
-        f"cpu={args.cpu_messages} messages x {args.cpu_ms:g} ms, csv/postgres={args.rows:,} rows",
+        f"cpu={args.cpu_messages} messages x {args.cpu_ms:g} ms, csv/postgres={args.rows:,} rows, "
+        f"windowed={args.events:,} events/{args.keys:,} keys "
+        f"(Bytewax: {args.bytewax_events:,})",
         flush=True,
     )
+    windowed = None
+    if "windowed" in workloads:
+        spec = WindowedSpec(events=args.events, keys=args.keys)
+        windowed = WindowedWorkload(spec, args.batch, args.bytewax_events)
     with contextlib.ExitStack() as stack:
         csv = postgres = None
         if "csv" in workloads:
@@ -112,23 +152,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             if cpu is not None:
                 line += cpu.measure(use_uvloop, r)
             if csv is not None:
-                for side in list(SIDES)[::-1] if flip else SIDES:
-                    csv.measure(side)
-                serial = csv.results.ratios(JUDGED)[-1]
-                pipelined = csv.results.ratios(PIPELINED)[-1]
-                line.append(f"csv {serial:.2f}x/{pipelined:.2f}x (workers=1/2)")
+                line.append(_measure_upserts("csv", csv, SIDES, flip))
             if postgres is not None:
-                for side in list(PG_SIDES)[::-1] if flip else PG_SIDES:
-                    postgres.measure(side)
-                serial = postgres.results.ratios(JUDGED)[-1]
-                pipelined = postgres.results.ratios(PIPELINED)[-1]
-                line.append(f"postgres {serial:.2f}x/{pipelined:.2f}x (workers=1/2)")
+                line.append(_measure_upserts("postgres", postgres, PG_SIDES, flip))
+            if windowed is not None:
+                line.append(windowed.measure(use_uvloop, flip))
             print(f"  repeat {r + 1}/{args.repeat}: " + ", ".join(line), flush=True)
+    if windowed is not None:
+        windowed.run_bytewax()
     failed = report(
         chains,
         cpu,
         csv.results if csv is not None else None,
         postgres.results if postgres is not None else None,
+        windowed,
     )
     return 1 if args.check and failed else 0
 

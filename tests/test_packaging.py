@@ -60,8 +60,13 @@ def test_the_demo_extra_holds_grpc_metrics_and_the_demos_own_packages() -> None:
     assert {"faker", "matplotlib", "rich", "scikit-learn"} <= set(demo)
 
 
-def test_the_test_extra_includes_the_demo_and_postgres() -> None:
-    assert requirements("test")["asyncpipe"].extras == {"demo", "postgres"}
+def test_the_test_extra_includes_the_demo_postgres_and_the_bench_extra() -> None:
+    assert requirements("test")["asyncpipe"].extras == {"bench", "demo", "postgres"}
+
+
+def test_the_bench_extra_holds_bytewax_0_21() -> None:
+    bytewax = requirements("bench")["bytewax"]
+    assert bytewax.specifier.contains("0.21.1") and not bytewax.specifier.contains("0.22.0")
 
 
 def test_the_version_is_written_once() -> None:

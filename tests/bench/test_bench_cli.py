@@ -23,7 +23,13 @@ def test_help_lists_every_option_with_its_default() -> None:
         timeout=60,
         check=True,
     )
-    for option, default in [("--items", "200000"), ("--repeat", "5"), ("--rows", "1000000")]:
+    for option, default in [
+        ("--items", "200000"),
+        ("--repeat", "5"),
+        ("--rows", "1000000"),
+        ("--events", "1000000"),
+        ("--bytewax-events", "100000"),
+    ]:
         assert option in done.stdout
         assert f"(default: {default})" in done.stdout
     assert "python -m bench.ingest" in done.stdout
@@ -31,8 +37,9 @@ def test_help_lists_every_option_with_its_default() -> None:
 
 def test_no_only_runs_every_workload_and_quick_caps_the_sizes() -> None:
     args = parse_args(["--quick"])
-    assert args.only == ["per-item", "batched", "cpu", "csv", "postgres"]
+    assert args.only == ["per-item", "batched", "cpu", "csv", "postgres", "windowed"]
     assert (args.items, args.repeat, args.rows) == (20_000, 1, 100_000)
+    assert (args.events, args.bytewax_events) == (100_000, 5_000)
     assert parse_args(["--only", "csv", "--only", "cpu"]).only == ["csv", "cpu"]
 
 
