@@ -10,10 +10,14 @@ import enum
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import GraphError
 from ._handler import Adapted, adapt, as_source, describe
+from ._offload import PoolFactory, is_offload_target
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["DEFAULT_CAPACITY", "ErrorPolicy", "Graph", "HandlerNode"]
 
@@ -49,8 +53,10 @@ class HandlerNode:
         ordered: with ``workers > 1``, emit in input order (default) or as completed.
         capacity: bound of the node's input channel, in messages.
         cpu: run the handler in worker processes (the pipeline's process pool).
-        executor: a ``concurrent.futures.Executor`` to run the handler in instead (implies
-            offloading; asyncpipe does not shut it down).
+        executor: where to run the handler instead of the pipeline's process pool (implies
+            offloading): a ``concurrent.futures.Executor`` (asyncpipe does not shut it
+            down), a Dask ``Client`` or an :class:`asyncpipe.dask.DaskExecutor` (the
+            handler then runs on the Dask cluster's workers, see ``docs/dask.md``).
         retries: extra attempts after a failure; ``backoff`` seconds before the first,
             doubling up to ``max_backoff``.
         on_error: :class:`ErrorPolicy` once retries are exhausted.
@@ -73,7 +79,7 @@ class HandlerNode:
         ordered: bool = True,
         capacity: int = DEFAULT_CAPACITY,
         cpu: bool = False,
-        executor: Executor | None = None,
+        executor: Executor | PoolFactory | Client | None = None,
         retries: int = 0,
         backoff: float = 0.1,
         max_backoff: float = 10.0,
@@ -82,6 +88,11 @@ class HandlerNode:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"node name must be a non-empty string, got {name!r}")
+        if executor is not None and not is_offload_target(executor):
+            raise TypeError(
+                f"node {name!r}: executor= takes a concurrent.futures.Executor, a Dask "
+                f"Client or an asyncpipe.dask.DaskExecutor, not {type(executor).__name__}"
+            )
         _check_positive(name, chunks=chunks, capacity=capacity)
         if workers is not None:
             _check_positive(name, workers=workers)
