@@ -2,7 +2,8 @@
 throughput against raw baselines, measured in one run.
 
 Workloads (``--only``, repeatable; all by default): ``per-item`` and ``batched``
-(:mod:`bench.engine`), ``cpu`` (:mod:`bench.cpu`), ``csv`` (:mod:`bench.csv_sqlite`).
+(:mod:`bench.engine`), ``cpu`` (:mod:`bench.cpu`), ``csv`` (:mod:`bench.csv_sqlite`),
+``dask`` (:mod:`bench.dask_cpu`: the cpu stage on a local Dask cluster, by message size).
 Repeats alternate which side goes first, so drift hits both sides alike; the tables
 (:mod:`bench.report`) give medians. The ingestion benchmark is ``python -m bench.ingest``.
 """
@@ -20,13 +21,14 @@ from asyncpipe import DEFAULT_CAPACITY
 
 from .cpu import CpuWorkload, calibrate_cpu
 from .csv_sqlite import SIDES, csv_workload
+from .dask_cpu import DaskWorkload, dask_cluster
 from .engine import TARGET_BATCHED, TARGET_PER_ITEM, ChainWorkload
 from .measure import loop_name
 from .report import report
 
 __all__ = ["main", "parse_args"]
 
-WORKLOADS = ("per-item", "batched", "cpu", "csv")
+WORKLOADS = ("per-item", "batched", "cpu", "csv", "dask")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -53,12 +55,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--cpu-ms", type=float, default=15.0, help="CPU work per message, ms")
     add("--rows", type=int, default=1_000_000, help="csv: rows upserted")
     add("--no-raw-cpu", action="store_true", help="skip the raw process-pool reference")
+    add(
+        "--dask-ms",
+        default="0.1,1,5,15,50",
+        help="dask: CPU work per message to sweep, ms, comma-separated",
+    )
     add("--no-uvloop", action="store_true", help="use the default event loop")
     add(
         "--quick",
         action="store_true",
         help="a short smoke run: at most 20,000 items, 1 repeat, 0.05 s samples, "
-        "12 cpu messages of 10 ms, 100,000 rows",
+        "12 cpu messages of 10 ms, 100,000 rows, dask at 1 and 15 ms",
     )
     add("--check", action="store_true", help="exit with status 1 if a target is missed")
     args = parser.parse_args(argv)
@@ -70,6 +77,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.cpu_messages = min(args.cpu_messages, 12)
         args.cpu_ms = min(args.cpu_ms, 10.0)
         args.rows = min(args.rows, 100_000)
+        args.dask_ms = "1,15"
+    try:
+        args.dask_ms = [float(ms) for ms in str(args.dask_ms).split(",")]
+    except ValueError:
+        parser.error("--dask-ms takes numbers separated by commas")
+    if min(args.dask_ms) <= 0:
+        parser.error("--dask-ms must be > 0")
     if min(args.items, args.batch, args.repeat, args.cpu_messages, args.rows) < 1:
         parser.error("--items, --batch, --repeat, --cpu-messages and --rows must be >= 1")
     return args
@@ -101,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         csv = None
         if "csv" in workloads:
             csv = stack.enter_context(csv_workload(args.rows, args.batch, use_uvloop))
+        dask = None
+        if "dask" in workloads:
+            cluster = stack.enter_context(dask_cluster())
+            dask = DaskWorkload(args.dask_ms, cluster.scheduler_address)
         for r in range(args.repeat):
             flip = r % 2 == 1  # alternate who goes first, so drift hits both sides alike
             line = [chain.measure(use_uvloop, args.min_seconds, flip) for chain in chains]
@@ -111,7 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     csv.measure(side)
                 serial = csv.results.ratios("asyncpipe, workers=1")[-1]
                 line.append(f"csv {serial:.2f}x/{csv.results.ratios()[-1]:.2f}x (workers=1/2)")
+            if dask is not None:
+                line += dask.measure(use_uvloop, r)
             print(f"  repeat {r + 1}/{args.repeat}: " + ", ".join(line), flush=True)
+    if dask is not None:
+        dask.report()
     failed = report(chains, cpu, csv.results if csv is not None else None)
     return 1 if args.check and failed else 0
 

@@ -57,7 +57,17 @@ def test_the_demo_extra_holds_grpc_and_the_demos_own_packages() -> None:
 
 
 def test_the_test_extra_includes_the_demo() -> None:
-    assert requirements("test")["asyncpipe"].extras == {"demo"}
+    assert "demo" in requirements("test")["asyncpipe"].extras
+
+
+def test_the_dask_extra_holds_distributed_and_the_tests_pull_it() -> None:
+    # Read from pyproject.toml: the installed metadata may predate the extra.
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert [Requirement(r).name for r in extras["dask"]] == ["distributed"]
+    [own] = [Requirement(r) for r in extras["test"] if Requirement(r).name == "asyncpipe"]
+    assert {"demo", "dask"} <= own.extras
 
 
 def test_the_version_is_written_once() -> None:
@@ -80,7 +90,11 @@ def test_only_the_library_is_packaged() -> None:
 
 @pytest.mark.parametrize(
     ("package", "missing", "extra"),
-    [("asyncpipe.ingest", "grpc", "grpc"), ("asyncpipe.demo", "sklearn", "demo")],
+    [
+        ("asyncpipe.ingest", "grpc", "grpc"),
+        ("asyncpipe.demo", "sklearn", "demo"),
+        ("asyncpipe.dask", "distributed", "dask"),
+    ],
 )
 def test_importing_without_the_extra_names_it(package: str, missing: str, extra: str) -> None:
     # In a child: None in sys.modules makes the import (and find_spec) see no such module.

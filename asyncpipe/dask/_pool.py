@@ -16,12 +16,15 @@ reconnects by itself if it comes back).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import pickle
 import uuid
 from typing import Any
 
 from distributed import Client, KilledWorker
 from distributed.client import FutureCancelledError
+from distributed.protocol.pickle import dumps
 
 from .. import _worker
 from .._errors import HandlerSetupError, WorkerCrashed
@@ -56,7 +59,10 @@ class DaskPool:
         self._closing: asyncio.Timeout | None = None
 
     def add(self, handler: OffloadedHandler) -> None:
-        self._handlers[handler.key] = handler
+        # Pickled again as Dask does: what the workers cannot import (a handler defined in
+        # ``__main__``: a notebook, ``python -c``) goes by value (cloudpickle).
+        by_value = dumps(pickle.loads(handler.blob))
+        self._handlers[handler.key] = dataclasses.replace(handler, blob=by_value)
 
     async def start(self) -> None:
         """Connect, count the workers' threads, set every handler up on every worker.
@@ -146,7 +152,7 @@ class DaskPool:
         try:
             return await self._once(handler, None, data)
         except _worker.HandlerMissing:  # a worker the plugin has not reached yet
-            return await self._once(handler, handler.blob, data)
+            return await self._once(handler, self._handlers[handler.key].blob, data)
 
     async def _once(
         self, handler: OffloadedHandler, blob: bytes | None, data: Any
@@ -203,13 +209,24 @@ class DaskPool:
         try:
             async with asyncio.timeout(timeout) as self._closing:
                 for key in installed:
-                    await client.unregister_worker_plugin(key)
-        except Exception as exc:
+                    try:
+                        # The scheduler forgets the plugin first, then asks every worker
+                        # to tear the handler down; a worker that joined meanwhile has
+                        # none (a KeyError): the others still did.
+                        await client.unregister_worker_plugin(key)
+                    except Exception as exc:
+                        logger.warning(
+                            "tearing %s down on the Dask workers of %s: %r",
+                            self._handlers[key].label,
+                            self.address,
+                            exc,
+                        )
+        except TimeoutError:
             logger.warning(
-                "tearing the handlers down on the Dask workers of %s failed or took longer "
-                "than allowed: %r",
+                "tearing the handlers down on the Dask workers of %s took over %.1f s; "
+                "left to the workers",
                 self.address,
-                exc,
+                timeout,
             )
         finally:
             self._closing = None

@@ -1,6 +1,16 @@
-"""Nodes whose handlers run on a real Dask cluster (``tests/on_dask/conftest.py``): set up
-once per worker, results in order, a worker killed mid-run, a poisonous message, a
-scheduler that goes away, and the ways to name the cluster."""
+"""Nodes whose handlers run on a real Dask cluster: set up once per worker, results in
+order, a worker killed mid-run, a poisonous message, a scheduler that goes away, and the
+ways to name the cluster.
+
+The cluster is a ``LocalCluster`` of two worker processes (one thread each) on 127.0.0.1,
+started once per session (it takes seconds) and closed at the end. Its scheduler gives up
+on a task at the first death of its worker (``allowed_failures=0``), so a poisonous
+message costs two worker restarts, not eight, and asyncpipe's own retry of a
+``KilledWorker`` is what reruns the messages of a killed worker; and it gives each worker
+one task at a time (``worker-saturation`` 1.0). The handlers are in
+``tests/workers.py``: the workers import them by reference (they are spawned with the
+session's ``sys.path``).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +20,11 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import dask
 import pytest
 import workers
 from distributed import Client, LocalCluster, Scheduler, SchedulerPlugin
@@ -22,6 +33,42 @@ from pipelines import WORKER_TIMEOUT
 from asyncpipe import HandlerError, HandlerNode, HandlerSetupError, PipelineExecutor
 from asyncpipe.dask import DaskExecutor, SchedulerUnavailable
 from asyncpipe.testing import CollectingSink, run_handler
+
+#: Seconds to wait for the cluster's two workers (one may be restarting after a test
+#: killed it).
+WORKERS_TIMEOUT = 60
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[LocalCluster]:
+    # One task at a time per (one-thread) worker: the poisonous message never shares a
+    # worker with an innocent one, which a death would make a suspect too.
+    with (
+        dask.config.set({"distributed.scheduler.worker-saturation": 1.0}),
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+            scheduler_kwargs={"allowed_failures": 0},
+        ) as cluster,
+    ):
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def session_client(dask_cluster: LocalCluster) -> Iterator[Client]:
+    with Client(dask_cluster, set_as_default=False) as client:
+        yield client
+
+
+@pytest.fixture
+def dask_client(session_client: Client) -> Client:
+    """A synchronous client of the session's cluster, once both its workers are up (for
+    the tests' own look at the workers; the pipelines connect their own)."""
+    session_client.wait_for_workers(2, timeout=WORKERS_TIMEOUT)
+    return session_client
 
 
 def worker_pids(client: Client) -> set[int]:
