@@ -3,13 +3,14 @@ order, a worker killed mid-run, a poisonous message, a scheduler that goes away,
 ways to name the cluster.
 
 The cluster is a ``LocalCluster`` of two worker processes (one thread each) on 127.0.0.1,
-started once per session (it takes seconds) and closed at the end. Its scheduler gives up
-on a task at the first death of its worker (``allowed_failures=0``), so a poisonous
-message costs two worker restarts, not eight, and asyncpipe's own retry of a
-``KilledWorker`` is what reruns the messages of a killed worker; and it gives each worker
-one task at a time (``worker-saturation`` 1.0). The handlers are in
-``tests/workers.py``: the workers import them by reference (they are spawned with the
-session's ``sys.path``).
+started once for this module (it takes seconds) and closed after it: its nannies are
+multiprocessing children, which other modules must not find (they reap stray workers).
+Its scheduler gives up on a task at the first death of its worker
+(``allowed_failures=0``), so a poisonous message costs two worker restarts, not eight,
+and asyncpipe's own retry of a ``KilledWorker`` is what reruns the messages of a killed
+worker; and it gives each worker one task at a time (``worker-saturation`` 1.0). The
+handlers are in ``tests/workers.py``: the workers import them by reference (they are
+spawned with the session's ``sys.path``).
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ from asyncpipe.dask import DaskExecutor, SchedulerUnavailable
 from asyncpipe.testing import CollectingSink, run_handler
 
 #: Seconds to wait for the cluster's two workers (one may be restarting after a test
-#: killed it).
-WORKERS_TIMEOUT = 60
+#: killed it), and the bound of a run whose workers die: a restart (spawn, imports,
+#: registration) took up to ~30 s on a loaded 2-core machine.
+WORKERS_TIMEOUT = 120
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_cluster() -> Iterator[LocalCluster]:
     # One task at a time per (one-thread) worker: the poisonous message never shares a
     # worker with an innocent one, which a death would make a suspect too.
@@ -57,7 +59,7 @@ def dask_cluster() -> Iterator[LocalCluster]:
         yield cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def session_client(dask_cluster: LocalCluster) -> Iterator[Client]:
     with Client(dask_cluster, set_as_default=False) as client:
         yield client
@@ -152,6 +154,7 @@ async def killing_the_worker_of_call(path: Path, number: int) -> AsyncIterator[l
         yield killed
 
 
+@pytest.mark.timeout(2 * WORKERS_TIMEOUT)  # worker restarts, on a loaded machine
 async def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     dask_cluster: LocalCluster, dask_client: Client, tmp_path: Path
 ) -> None:
@@ -161,17 +164,18 @@ async def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
             workers.AskFirst(address),
             range(20),
             executor=DaskExecutor(dask_cluster.scheduler_address),
-            timeout=WORKER_TIMEOUT,
+            timeout=WORKERS_TIMEOUT,
         )
 
     assert len(killed) == 1  # the test really killed a worker while it ran a message
     assert [message for message, _ in run.outputs] == list(range(20))  # each once, in order
     assert run.dead_letters == []
     assert run.metrics.worker_restarts >= 1
-    dask_client.wait_for_workers(2, timeout=WORKER_TIMEOUT)
+    dask_client.wait_for_workers(2, timeout=WORKERS_TIMEOUT)
     assert killed[0] not in worker_pids(dask_client)  # it died; its nanny started another
 
 
+@pytest.mark.timeout(2 * WORKERS_TIMEOUT)  # worker restarts, on a loaded machine
 async def test_a_message_that_kills_every_worker_is_dead_lettered_as_worker_crashed(
     dask_cluster: LocalCluster, dask_client: Client
 ) -> None:
@@ -179,7 +183,7 @@ async def test_a_message_that_kills_every_worker_is_dead_lettered_as_worker_cras
         workers.CrashAlways(poison=3),
         range(8),
         executor=DaskExecutor(dask_cluster.scheduler_address),
-        timeout=WORKER_TIMEOUT,
+        timeout=WORKERS_TIMEOUT,
     )
 
     assert run.outputs == [0, 1, 2, 4, 5, 6, 7]
