@@ -36,6 +36,7 @@ from ._errors import AsyncpipeError, PipelineAborted, PipelineClosed
 from ._graph import Graph, HandlerNode, default_pool_size
 from ._idle import watch_idle
 from ._metrics import PipelineMetrics
+from ._offload import PoolFactory
 from ._receipt import Receipt
 from ._runner import install_signal_handlers, no_running_loop, run
 from ._tasks import first_done
@@ -43,6 +44,8 @@ from ._wiring import Wiring
 from ._worker import exit_if_importing_main
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from .state import StateStore
 
 __all__ = ["ExecutorState", "PipelineExecutor"]
@@ -81,8 +84,9 @@ class PipelineExecutor:
         idle_timeout: stop by itself after this many seconds without any message being
             submitted or processed (the original's continuous mode).
         max_workers: size of the process pool for ``cpu=True`` nodes (default: CPU count).
-        executor: a ``concurrent.futures.Executor`` for ``cpu=True`` nodes instead of the
-            pool asyncpipe owns (it is not shut down or replaced by asyncpipe).
+        executor: where ``cpu=True`` nodes run instead of the pool asyncpipe owns: a
+            ``concurrent.futures.Executor`` (not shut down or replaced by asyncpipe), a Dask
+            ``Client`` or an :class:`asyncpipe.dask.DaskExecutor`.
         dead_letter_sink: where dead letters go (default: an in-memory list,
             :attr:`dead_letters`). If it has ``open()`` / ``aclose()`` coroutines, they are
             called before the run and after it (both should be idempotent).
@@ -104,7 +108,7 @@ class PipelineExecutor:
         *,
         idle_timeout: float | None = None,
         max_workers: int | None = None,
-        executor: Executor | None = None,
+        executor: Executor | PoolFactory | Client | None = None,
         dead_letter_sink: DeadLetterSink | None = None,
         crash_retries: int = 2,
         mp_context: Any = None,

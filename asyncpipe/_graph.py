@@ -11,11 +11,15 @@ import operator
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import GraphError
 from ._handler import Adapted, adapt, as_source, describe
 from ._keys import KeyFunction
+from ._offload import PoolFactory, is_offload_target
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["DEFAULT_CAPACITY", "ErrorPolicy", "Graph", "HandlerNode"]
 
@@ -51,8 +55,10 @@ class HandlerNode:
         ordered: with ``workers > 1``, emit in input order (default) or as completed.
         capacity: bound of the node's input channel, in messages.
         cpu: run the handler in worker processes (the pipeline's process pool).
-        executor: a ``concurrent.futures.Executor`` to run the handler in instead (implies
-            offloading; asyncpipe does not shut it down).
+        executor: where to run the handler instead of the pipeline's process pool (implies
+            offloading): a ``concurrent.futures.Executor`` (asyncpipe does not shut it
+            down), a Dask ``Client`` or an :class:`asyncpipe.dask.DaskExecutor` (the
+            handler then runs on the Dask cluster's workers, see ``docs/dask.md``).
         retries: extra attempts after a failure; ``backoff`` seconds before the first,
             doubling up to ``max_backoff``.
         on_error: :class:`ErrorPolicy` once retries are exhausted.
@@ -83,7 +89,7 @@ class HandlerNode:
         ordered: bool = True,
         capacity: int = DEFAULT_CAPACITY,
         cpu: bool = False,
-        executor: Executor | None = None,
+        executor: Executor | PoolFactory | Client | None = None,
         retries: int = 0,
         backoff: float = 0.1,
         max_backoff: float = 10.0,
@@ -93,11 +99,7 @@ class HandlerNode:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"node name must be a non-empty string, got {name!r}")
-        _check_positive(name, chunks=chunks, capacity=capacity)
-        if workers is not None:
-            _check_positive(name, workers=workers)
-        if retries < 0 or backoff < 0 or max_backoff < 0:
-            raise ValueError(f"node {name!r}: retries, backoff and max_backoff must be >= 0")
+        _check_options(name, executor, chunks, capacity, workers, (retries, backoff, max_backoff))
         try:
             self.on_error = ErrorPolicy(on_error)
         except ValueError:
@@ -134,13 +136,7 @@ class HandlerNode:
         self.max_backoff = max_backoff
         #: The field ``key=`` names, when it names one (stateful handlers read it inline).
         self.key_field = key if isinstance(key, str) else None
-        if isinstance(key, str):
-            key = operator.itemgetter(key)
-        elif key is not None and not callable(key):
-            raise TypeError(
-                f"node {name!r}: key must be a function of a record or a field name, got {key!r}"
-            )
-        self.key: KeyFunction | None = key
+        self.key: KeyFunction | None = _key_function(name, key)
         #: A stateful handler's lane factory (see asyncpipe.state), else None.
         self.stateful = None if self.handler is None else stateful_lanes(self.handler.obj)
         if self.stateful is not None:
@@ -219,6 +215,38 @@ def _check_stateful(node: HandlerNode) -> None:
         )
     if node.key is None and (node.workers or 1) > 1:
         raise ValueError(f"node {node.name!r}: a stateful handler with workers > 1 needs key=")
+
+
+def _check_options(
+    name: str,
+    executor: object,
+    chunks: int,
+    capacity: int,
+    workers: int | None,
+    retrying: tuple[int, float, float],
+) -> None:
+    """Refuse a node's out-of-range or mistyped options, naming the node."""
+    if executor is not None and not is_offload_target(executor):
+        raise TypeError(
+            f"node {name!r}: executor= takes a concurrent.futures.Executor, a Dask "
+            f"Client or an asyncpipe.dask.DaskExecutor, not {type(executor).__name__}"
+        )
+    _check_positive(name, chunks=chunks, capacity=capacity)
+    if workers is not None:
+        _check_positive(name, workers=workers)
+    if min(retrying) < 0:
+        raise ValueError(f"node {name!r}: retries, backoff and max_backoff must be >= 0")
+
+
+def _key_function(name: str, key: KeyFunction | str | None) -> KeyFunction | None:
+    """``key=`` as a function of a record (a field name becomes its getter)."""
+    if isinstance(key, str):
+        return operator.itemgetter(key)
+    if key is not None and not callable(key):
+        raise TypeError(
+            f"node {name!r}: key must be a function of a record or a field name, got {key!r}"
+        )
+    return key
 
 
 def _check_positive(node: str, **values: int) -> None:

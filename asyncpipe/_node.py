@@ -24,7 +24,7 @@ from ._handler import Kind, Rejection, _rejections, collect_rejections
 from ._invoke import EmitOne, Invoker, not_ours
 from ._lanes import dispatch
 from ._metrics import NodeStats
-from ._offload import WorkerPool
+from ._offload import Pool
 from ._outputs import Envelope, OutputClosed, Outputs, count_dropped
 from ._receipt import Receipt
 
@@ -40,15 +40,14 @@ class NodeRuntime:
         *,
         inbox: Channel[Envelope],
         outputs: list[Channel[Envelope]],
-        workers: int,
-        pool: WorkerPool | None,
+        pool: Pool | None,
         dead_letter: DeadLetterWriter,
         state_store: Any = None,
     ) -> None:
         self.node = node
         self.name = node.name
         self.inbox = inbox
-        self.workers = workers
+        self.pool = pool
         self.stats = NodeStats()
         self.outputs = Outputs(outputs, self.stats)
         self.invoke = Invoker(node, pool)  # pickles a cpu handler now: a bad one fails here
@@ -56,6 +55,12 @@ class NodeRuntime:
         self.attempts = Attempts(node, self.invoke, self.outputs, self.failures)
         #: Where a stateful handler keeps its state (an ``asyncpipe.state.StateStore``).
         self.state_store = state_store
+
+    @property
+    def workers(self) -> int:
+        """Concurrent handler calls: the node's ``workers=``, or twice its pool's size (a
+        Dask cluster's is known once the pool has started)."""
+        return self.node.resolved_workers(self.pool.max_workers if self.pool else 1)
 
     async def run(self) -> None:
         """Process the inbox until it is closed and drained, then close the outputs."""

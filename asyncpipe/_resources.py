@@ -18,7 +18,7 @@ from typing import Any
 from ._deadletter import DeadLetter, DeadLetterSink
 from ._errors import AsyncpipeError, HandlerSetupError
 from ._handler import _call_hook
-from ._offload import WorkerPool
+from ._offload import Pool
 from ._receipt import Receipt
 from ._tasks import gather_or_first_error
 
@@ -36,7 +36,7 @@ class Resources:
         self,
         sink: DeadLetterSink,
         handlers: Sequence[tuple[str, Any]],
-        pools: Sequence[WorkerPool],
+        pools: Sequence[Pool],
         state_store: Any = None,
     ) -> None:
         self.sink = sink

@@ -4,7 +4,9 @@ throughput against raw baselines, measured in one run.
 Workloads (``--only``, repeatable; all by default): ``per-item`` and ``batched``
 (:mod:`bench.engine`), ``cpu`` (:mod:`bench.cpu`), ``csv`` (:mod:`bench.csv_sqlite`),
 ``postgres`` (:mod:`bench.csv_postgres`: CSV -> PostgreSQL, on ``DATABASE_URL`` or a
-server started from the pgserver wheel), ``windowed`` (:mod:`bench.windowed_workload`).
+server started from the pgserver wheel), ``windowed`` (:mod:`bench.windowed_workload`),
+
+``dask`` (:mod:`bench.dask_cpu`: the cpu stage on a local Dask cluster, by message size).
 Repeats alternate which side goes first, so drift hits both sides alike; the tables
 (:mod:`bench.report`) give medians. The ingestion benchmark is ``python -m bench.ingest``.
 """
@@ -17,6 +19,7 @@ import os
 import platform
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from asyncpipe import DEFAULT_CAPACITY
@@ -24,6 +27,7 @@ from asyncpipe import DEFAULT_CAPACITY
 from .cpu import CpuWorkload, calibrate_cpu
 from .csv_postgres import PG_SIDES, postgres_workload
 from .csv_sqlite import JUDGED, PIPELINED, SIDES, csv_workload
+from .dask_cpu import DaskWorkload, dask_cluster
 from .engine import TARGET_BATCHED, TARGET_PER_ITEM, ChainWorkload
 from .measure import loop_name
 from .report import report
@@ -32,7 +36,7 @@ from .windowed_workload import WindowedWorkload
 
 __all__ = ["main", "parse_args"]
 
-WORKLOADS = ("per-item", "batched", "cpu", "csv", "postgres", "windowed")
+WORKLOADS = ("per-item", "batched", "cpu", "csv", "postgres", "windowed", "dask")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -74,12 +78,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "about 10 minutes; 0 skips it)",
     )
     add("--no-raw-cpu", action="store_true", help="skip the raw process-pool reference")
+    add(
+        "--dask-ms",
+        default="0.1,1,5,15,50",
+        help="dask: CPU work per message to sweep, ms, comma-separated",
+    )
     add("--no-uvloop", action="store_true", help="use the default event loop")
     add(
         "--quick",
         action="store_true",
         help="a short smoke run: at most 20,000 items, 1 repeat, 0.05 s samples, "
-        "12 cpu messages of 10 ms, 100,000 rows, 100,000 windowed events (5,000 for Bytewax)",
+        "12 cpu messages of 10 ms, 100,000 rows, 100,000 windowed events (5,000 for Bytewax), "
+        "dask at 1 and 15 ms",
     )
     add("--check", action="store_true", help="exit with status 1 if a target is missed")
     args = parser.parse_args(argv)
@@ -93,6 +103,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.rows = min(args.rows, 100_000)
         args.events = min(args.events, 100_000)
         args.bytewax_events = min(args.bytewax_events, 5_000)
+        args.dask_ms = "1,15"
+    try:
+        args.dask_ms = [float(ms) for ms in str(args.dask_ms).split(",")]
+    except ValueError:
+        parser.error("--dask-ms takes numbers separated by commas")
+    if min(args.dask_ms) <= 0:
+        parser.error("--dask-ms must be > 0")
     sizes = (args.items, args.batch, args.repeat, args.cpu_messages, args.rows, args.events)
     if min(*sizes, args.keys) < 1:
         parser.error(
@@ -110,6 +127,34 @@ def _measure_upserts(name: str, load: Any, sides: Iterable[str], flip: bool) -> 
     serial = load.results.ratios(JUDGED)[-1]
     pipelined = load.results.ratios(PIPELINED)[-1]
     return f"{name} {serial:.2f}x/{pipelined:.2f}x (workers=1/2)"
+
+
+@dataclass
+class _Loads:
+    """The workloads of a run (None: not asked for)."""
+
+    chains: list[ChainWorkload]
+    cpu: CpuWorkload | None
+    csv: Any
+    postgres: Any
+    windowed: WindowedWorkload | None
+    dask: DaskWorkload | None
+
+    def measure(self, r: int, min_seconds: float, use_uvloop: bool) -> list[str]:
+        """Repeat ``r`` of every workload; what to print of it."""
+        flip = r % 2 == 1  # alternate who goes first, so drift hits both sides alike
+        line = [chain.measure(use_uvloop, min_seconds, flip) for chain in self.chains]
+        if self.cpu is not None:
+            line += self.cpu.measure(use_uvloop, r)
+        if self.csv is not None:
+            line.append(_measure_upserts("csv", self.csv, SIDES, flip))
+        if self.postgres is not None:
+            line.append(_measure_upserts("postgres", self.postgres, PG_SIDES, flip))
+        if self.windowed is not None:
+            line.append(self.windowed.measure(use_uvloop, flip))
+        if self.dask is not None:
+            line += self.dask.measure(use_uvloop, r)
+        return line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,20 +191,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             csv = stack.enter_context(csv_workload(args.rows, args.batch, use_uvloop))
         if "postgres" in workloads:
             postgres = stack.enter_context(postgres_workload(args.rows, args.batch, use_uvloop))
+        dask = None
+        if "dask" in workloads:
+            cluster = stack.enter_context(dask_cluster())
+            dask = DaskWorkload(args.dask_ms, cluster.scheduler_address)
+        loads = _Loads(chains, cpu, csv, postgres, windowed, dask)
         for r in range(args.repeat):
-            flip = r % 2 == 1  # alternate who goes first, so drift hits both sides alike
-            line = [chain.measure(use_uvloop, args.min_seconds, flip) for chain in chains]
-            if cpu is not None:
-                line += cpu.measure(use_uvloop, r)
-            if csv is not None:
-                line.append(_measure_upserts("csv", csv, SIDES, flip))
-            if postgres is not None:
-                line.append(_measure_upserts("postgres", postgres, PG_SIDES, flip))
-            if windowed is not None:
-                line.append(windowed.measure(use_uvloop, flip))
+            line = loads.measure(r, args.min_seconds, use_uvloop)
             print(f"  repeat {r + 1}/{args.repeat}: " + ", ".join(line), flush=True)
     if windowed is not None:
         windowed.run_bytewax()
+    if dask is not None:
+        dask.report()
     failed = report(
         chains,
         cpu,

@@ -60,13 +60,17 @@ def test_the_demo_extra_holds_grpc_metrics_and_the_demos_own_packages() -> None:
     assert {"faker", "matplotlib", "rich", "scikit-learn"} <= set(demo)
 
 
-def test_the_test_extra_includes_the_demo_postgres_and_the_bench_extra() -> None:
-    assert requirements("test")["asyncpipe"].extras == {"bench", "demo", "postgres"}
+def test_the_test_extra_includes_the_demo_postgres_dask_and_bench_extras() -> None:
+    assert requirements("test")["asyncpipe"].extras == {"bench", "dask", "demo", "postgres"}
 
 
 def test_the_bench_extra_holds_bytewax_0_21() -> None:
     bytewax = requirements("bench")["bytewax"]
     assert bytewax.specifier.contains("0.21.1") and not bytewax.specifier.contains("0.22.0")
+
+
+def test_the_dask_extra_holds_distributed() -> None:
+    assert set(requirements("dask")) == {"distributed"}
 
 
 def test_the_version_is_written_once() -> None:
@@ -93,6 +97,7 @@ def test_only_the_library_is_packaged() -> None:
         ("asyncpipe.ingest", "grpc", "grpc"),
         ("asyncpipe.metrics", "prometheus_client", "metrics"),
         ("asyncpipe.demo", "sklearn", "demo"),
+        ("asyncpipe.dask", "distributed", "dask"),
     ],
 )
 def test_importing_without_the_extra_names_it(package: str, missing: str, extra: str) -> None:

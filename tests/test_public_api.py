@@ -15,6 +15,7 @@ import asyncpipe
 PUBLIC_MODULES = [
     "asyncpipe",
     "asyncpipe.connectors",
+    "asyncpipe.dask",
     "asyncpipe.ingest",
     "asyncpipe.metrics",
     "asyncpipe.state",

@@ -14,7 +14,8 @@ readers of the rendered page:
   (a fresh one, from the ``pg_dsn`` fixture of ``tests/postgres.py``).
 
 What a block prints is checked where the block says: ``print(x)  # expected`` (or a
-comment line of its own right after the ``print``) must appear in its output, in order.
+comment line of its own right after the ``print``) must appear in its output, in order;
+the comment may go on after the printed text (``# 2: two windows``).
 """
 
 from __future__ import annotations
@@ -133,14 +134,21 @@ def _prepare(block: Block, directory: Path) -> None:
         path.write_text(FILES[name], encoding="utf-8")
 
 
+def _says(comment: str, line: str) -> bool:
+    """A printed line is what the comment promises (the comment may go on, after a
+    separator, to explain it: ``# 2: the 30 days up to Nov 20 hold two``)."""
+    if not line or not comment.startswith(line):
+        return False
+    return len(comment) == len(line) or not comment[len(line)].isalnum()
+
+
 def _check_output(block: Block, output: str) -> None:
     printed = [line.strip() for line in output.splitlines()]
     position = 0
     for expected in block.expected_output():
-        assert expected in printed[position:], (
-            f"{block.document}:{block.line} should print {expected!r}; printed:\n{output}"
-        )
-        position = printed.index(expected, position) + 1
+        found = [i for i in range(position, len(printed)) if _says(expected, printed[i])]
+        assert found, f"{block.document}:{block.line} should print {expected!r}; printed:\n{output}"
+        position = found[0] + 1
 
 
 def _run(block: Block, directory: Path, env: dict[str, str], port: str) -> None:
