@@ -1,0 +1,136 @@
+"""The aggregator: three keyed stateful stages over the durable state store.
+
+Clients and transactions are keyed by client id, scores by CPF, and several clients may
+share a CPF. The join is one more keyed stage rather than an index beside the state:
+
+* ``join`` (:class:`JoinScores`, key: CPF) keeps a CPF's latest score and the ids of the
+  clients seen with it. A client record goes on as ``("client", id, cpf, score)``; a
+  score goes on as ``("score", id, cpf, score)`` once per client of that CPF.
+* ``aggregate`` (:class:`ClientProfiles`, key: client id) folds those and the scored
+  transactions into the client's state (``_figures``: O(1) per transaction), and emits
+  the client's ``client_profiles`` row and its :data:`Delta` for the totals. A score
+  for a CPF the client no longer has (it was sent again with another CPF) is ignored.
+* ``totals`` (:class:`GlobalTotals`, one key) folds the deltas into :class:`Totals` and
+  emits the ``metrics`` rows after every message.
+
+Each stage runs on one lane, so what one key receives arrives in the order it was sent
+(two records of one client with different CPFs go through ``join`` in order). Each commits
+its state with the names of the messages it applied before anything leaves it, so an
+acknowledged batch is in all three states, a batch sent again is not applied twice, and
+outputs committed but not delivered before a crash are sent again at start (named as
+before, so the next stage recognises them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..state import KeyedHandler
+from ._figures import (
+    CPF,
+    RECENT,
+    SCORE,
+    TX,
+    Part,
+    RecentWindow,
+    Totals,
+    add_transaction,
+    metric_rows,
+    new_client,
+    part,
+    profile,
+    score_of,
+)
+
+__all__ = ["ClientProfiles", "Delta", "GlobalTotals", "JoinScores", "Rows", "client_key"]
+
+#: What ``aggregate`` sends ``totals`` per changed client: (client id, valid, its
+#: transactions, became valid, became active, the parts of its new transactions).
+Delta = tuple[int, bool, int, bool, bool, list[Part]]
+
+
+class JoinScores(KeyedHandler):
+    """Key: CPF. State: ``[score or None, [client ids]]``."""
+
+    def update(self, cpf: str, state: Any, records: list[Any]) -> tuple[Any, list[Any]]:
+        if state is None:
+            state = [None, []]
+        out: list[Any] = []
+        for record in records:
+            if "id" in record:  # a client
+                client_id = record["id"]
+                if client_id not in state[1]:
+                    state[1].append(client_id)
+                out.append(("client", client_id, cpf, state[0]))
+            else:
+                state[0] = score_of(record)
+                out.extend(("score", client_id, cpf, state[0]) for client_id in state[1])
+        return state, out
+
+
+def client_key(record: Any) -> int:
+    """``aggregate``'s key: a transaction's ``client_id``, a join record's client id."""
+    return record["client_id"] if type(record) is dict else record[1]  # type: ignore[no-any-return]
+
+
+class ClientProfiles(KeyedHandler):
+    """Key: client id. State: the client's figures, CPF and score (``_figures``)."""
+
+    def __init__(self, as_of: str) -> None:
+        self.window = RecentWindow.ending(as_of)
+
+    def update(self, client_id: int, state: Any, records: list[Any]) -> tuple[Any, list[Any]]:
+        if state is None:
+            state = new_client()
+        was_valid = state[CPF] is not None
+        was_active = was_valid and state[RECENT] >= 1
+        window = self.window
+        parts: list[Part] = []
+        changed = False
+        for record in records:
+            if type(record) is dict:  # a scored transaction
+                add_transaction(state, record, window)
+                parts.append(part(record))
+            elif record[0] == "client" or record[2] == state[CPF]:
+                state[CPF], state[SCORE] = record[2], record[3]
+                changed = True
+        valid = state[CPF] is not None
+        became_valid = valid and not was_valid
+        became_active = valid and state[RECENT] >= 1 and not was_active
+        out: list[Any] = []
+        if valid and (changed or parts):
+            out.append(profile(client_id, state, state[SCORE]))
+        if parts or became_valid:
+            delta: Delta = (client_id, valid, state[TX], became_valid, became_active, parts)
+            out.append(delta)
+        return state, out
+
+
+class GlobalTotals(KeyedHandler):
+    """One key. State: :class:`Totals`. Takes ``aggregate``'s deltas (and skips its
+    profile rows); emits the ``metrics`` rows after each message that changed them."""
+
+    def update(self, key: Any, state: Any, records: list[Any]) -> tuple[Any, list[Any]]:
+        totals: Totals = Totals() if state is None else state
+        changed = False
+        for record in records:
+            if type(record) is not tuple:
+                continue
+            client_id, valid, transactions, became_valid, became_active, parts = record
+            for share in parts:
+                totals.add_part(share)
+            if valid:
+                totals.client(client_id, transactions, became_valid, became_active)
+            changed = True
+        return totals, metric_rows(totals) if changed else []
+
+
+class Rows:
+    """Passes the records of one type of a message (``aggregate``'s profile rows)."""
+
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+
+    def __call__(self, records: list[Any]) -> list[Any] | None:
+        kind = self.kind
+        return [r for r in records if type(r) is kind] or None
