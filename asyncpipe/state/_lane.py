@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -179,6 +180,8 @@ class Lane:
         self.delivered: list[str] = []
         #: Receipts of named messages applied in this run whose outputs are in flight.
         self.inflight: dict[str, Receipt] = {}
+        #: The same, in commit order, until they and every one before are delivered.
+        self.unsettled: collections.deque[tuple[str, Receipt]] = collections.deque()
 
     async def run(self, channel: Channel[Any], arrivals: Arrivals | None) -> None:
         """Apply every message of ``channel`` until it ends. With ``arrivals`` the channel
@@ -315,13 +318,22 @@ class Lane:
 
     def _follow(self, name: str, receipt: Receipt) -> None:
         self.inflight[name] = receipt
+        self.unsettled.append((name, receipt))
+        receipt.add_done_callback(self._settled)
 
-        def delivered(_: Receipt) -> None:
+    def _settled(self, _: Receipt) -> None:
+        """Note as delivered the outputs delivered so far *in commit order*: what stays in
+        the outbox is always the latest part of it, so sending it again after a crash
+        replays the outputs in their first order (an upsert sink ends with the same rows)."""
+        unsettled = self.unsettled
+        while unsettled:
+            future = unsettled[0][1]._future
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                break  # not delivered yet (or never: aborted)
+            name, receipt = unsettled.popleft()
             self.delivered.append(name)
             if self.inflight.get(name) is receipt:
                 del self.inflight[name]
-
-        receipt.add_done_callback(delivered)
 
 
 def _position(rejection: Rejection, part: Any) -> Rejection:

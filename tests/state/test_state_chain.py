@@ -55,3 +55,33 @@ async def test_outputs_sent_again_by_a_stateful_node_are_not_applied_twice_downs
     # them before the crash) and sends its own outbox instead. b2 counts once: 5 + 5 + 1
     # would mean b1 was counted twice downstream.
     assert sink.items == [[{"k": "all", "v": 5}], [{"k": "all", "v": 11}]]
+
+
+async def test_the_outbox_keeps_every_output_after_the_first_one_not_delivered() -> None:
+    store = MemoryStateStore(persistent=True)
+    gate = asyncio.Event()
+    arrived = asyncio.Event()
+
+    async def slow_for_a(message: Any) -> None:  # commits b1's output (key a) last
+        if message[0]["k"] == "a":
+            arrived.set()
+            await gate.wait()
+
+    ingest = HandlerNode("ingest")
+    node = HandlerNode("state", Running(), [ingest], key=lambda r: r["k"])
+    out = HandlerNode("sink", slow_for_a, [node], workers=2, ordered=False)
+    executor = PipelineExecutor([ingest], [node, out], state_store=store)
+    async with asyncio.timeout(TIMEOUT):
+        with pytest.raises(PipelineAborted):
+            async with executor:
+                first = await executor.submit("ingest", [{"k": "a", "v": 1}], origin="b1")
+                await arrived.wait()
+                await (await executor.submit("ingest", [{"k": "b", "v": 2}], origin="b2"))
+                # b2 is delivered, b1 is not: a third message commits what is delivered.
+                await (await executor.submit("ingest", [{"k": "b", "v": 3}], origin="b3"))
+                executor.abort()  # the crash
+                await first
+    # b2 was delivered but b1 before it was not: both stay in the outbox, in their order,
+    # so sending it again replays b1's outputs then b2's, as the first run did.
+    pending = await store.undelivered("state")
+    assert [name.split("\x1f")[0] for name, _ in pending][:2] == ["b1", "b2"]
