@@ -31,7 +31,7 @@ from ..metrics import serve_metrics
 from ._data import Scale, generate
 from ._domain import RATES
 from ._live import LiveView
-from ._model import train
+from ._model import trained
 from ._pipeline import DEDUPE_TTL, DemoConfig, build_pipeline, reset_outputs
 from ._reference import check_served, compare, compute
 from ._summary import Summary, print_summary
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"historical + {scale.new:,} new transactions, as of {scale.as_of})"
     )
     with console.status("training the risk model..."):
-        model = train(scale.seed)
+        model = trained(workdir / "input", scale.seed)
     if args.check:
         return _verify(console, config, model, served=True)
     reset_outputs(config, inputs_changed=made)

@@ -5,7 +5,8 @@ share a CPF. The join is one more keyed stage rather than an index beside the st
 
 * ``join`` (:class:`JoinScores`, key: CPF) keeps a CPF's latest score and the ids of the
   clients seen with it. A client record goes on as ``("client", id, cpf, score)``; a
-  score goes on as ``("score", id, cpf, score)`` once per client of that CPF.
+  score goes on as ``("score", id, cpf, score)`` once per client of that CPF. It also
+  passes the client and score rows on to their tables.
 * ``aggregate`` (:class:`ClientProfiles`, key: client id) folds those and the scored
   transactions into the client's state (``_figures``: O(1) per transaction), and emits
   the client's ``client_profiles`` row and its :data:`Delta` for the totals. A score
@@ -23,6 +24,7 @@ before, so the next stage recognises them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..state import KeyedHandler
@@ -42,7 +44,18 @@ from ._figures import (
     score_of,
 )
 
-__all__ = ["ClientProfiles", "Delta", "GlobalTotals", "JoinScores", "Rows", "client_key"]
+__all__ = [
+    "ClientProfiles",
+    "Delta",
+    "GlobalTotals",
+    "JoinScores",
+    "Rows",
+    "client_key",
+    "is_client",
+    "is_link",
+    "is_profile",
+    "is_score",
+]
 
 #: What ``aggregate`` sends ``totals`` per changed client: (client id, valid, its
 #: transactions, became valid, became active, the parts of its new transactions).
@@ -50,13 +63,16 @@ Delta = tuple[int, bool, int, bool, bool, list[Part]]
 
 
 class JoinScores(KeyedHandler):
-    """Key: CPF. State: ``[score or None, [client ids]]``."""
+    """Key: CPF. State: ``[score or None, [client ids]]``. Emits the join records and the
+    client and score rows themselves (the ``clients`` and ``scores`` tables are written
+    from here: a batch sent again is not applied, so it cannot put back an older row)."""
 
     def update(self, cpf: str, state: Any, records: list[Any]) -> tuple[Any, list[Any]]:
         if state is None:
             state = [None, []]
         out: list[Any] = []
         for record in records:
+            out.append(record)
             if "id" in record:  # a client
                 client_id = record["id"]
                 if client_id not in state[1]:
@@ -126,11 +142,31 @@ class GlobalTotals(KeyedHandler):
 
 
 class Rows:
-    """Passes the records of one type of a message (``aggregate``'s profile rows)."""
+    """Passes the records of a message that ``keep`` accepts (None: none)."""
 
-    def __init__(self, kind: type) -> None:
-        self.kind = kind
+    def __init__(self, keep: Callable[[Any], bool]) -> None:
+        self.keep = keep
+
+    def __repr__(self) -> str:
+        return f"Rows({self.keep.__name__})"
 
     def __call__(self, records: list[Any]) -> list[Any] | None:
-        kind = self.kind
-        return [r for r in records if type(r) is kind] or None
+        keep = self.keep
+        return [r for r in records if keep(r)] or None
+
+
+def is_link(record: Any) -> bool:
+    """A join record or a delta (what the next stateful stage takes)."""
+    return type(record) is tuple
+
+
+def is_client(record: Any) -> bool:
+    return type(record) is dict and "id" in record
+
+
+def is_score(record: Any) -> bool:
+    return type(record) is dict and "score" in record
+
+
+def is_profile(record: Any) -> bool:
+    return type(record) is dict

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,19 +22,40 @@ from ..connectors import (
     TimerTrigger,
 )
 from ..state import SqliteStateStore
-from ._aggregate import ClientProfiles, GlobalTotals, JoinScores, Rows, client_key
+from ._aggregate import (
+    ClientProfiles,
+    GlobalTotals,
+    JoinScores,
+    Rows,
+    client_key,
+    is_client,
+    is_link,
+    is_profile,
+    is_score,
+)
 from ._data import SCORE_TYPES, TIMER_RUNS, TXT_FIELDS, TXT_TYPES, Scale, inbox_path
 from ._domain import RATES
 from ._fed import FedOnce
 from ._model import RiskModel
 from ._stages import Classifier, CurrencyConverter, Normalizer, ScoreCheck, TimerBatches
 
-__all__ = ["DEDUPE_TTL", "SCHEMAS", "DemoConfig", "build_pipeline", "reset_outputs"]
+__all__ = [
+    "DEDUPE_TTL",
+    "FED_ONCE",
+    "SCHEMAS",
+    "DemoConfig",
+    "build_pipeline",
+    "reset_outputs",
+    "unfed",
+]
 
 BATCH = 1000
 #: A day: a batch sent again (or an inbox file fed again after a crash) within a day of
 #: its first application is recognised. The marks cost a row per message and stage.
 DEDUPE_TTL = 24 * 3600.0
+
+#: The sources fed once per work directory (see ``_fed``).
+FED_ONCE = ("clients_db", "history_db", "timer")
 
 #: The results database: table -> (key, column types).
 SCHEMAS: dict[str, tuple[str, dict[str, str]]] = {
@@ -139,6 +161,26 @@ def reset_outputs(config: DemoConfig, *, inputs_changed: bool = False) -> None:
         stale.unlink(missing_ok=True)
 
 
+def unfed(config: DemoConfig) -> list[str]:
+    """The inputs not yet fed to the end in this work directory (a stop came first): the
+    sources fed once without their marker, the inbox files not in their manifest."""
+    left = [name for name in FED_ONCE if not (config.out / f".fed-{name}").exists()]
+    for suffix in ("txt", "csv"):
+        manifest = config.out / f".inbox-manifest-{suffix}.jsonl"
+        try:
+            lines = manifest.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        done = {json.loads(line)["file"] for line in lines if line.strip()}
+        inbox = inbox_path(config.workdir)
+        left.extend(
+            str(path)
+            for path in sorted(inbox.glob(f"*.{suffix}"))
+            if path.name not in done and not path.name.startswith(".")
+        )
+    return left
+
+
 def _read_txt(path: Path) -> TextSource:
     return TextSource(
         path,
@@ -219,11 +261,14 @@ def build_pipeline(
     risk = HandlerNode("risk", risk_model(model), [convert], cpu=True)
     # The aggregator: keyed stateful stages (see _aggregate), one lane each.
     join = HandlerNode("join", JoinScores(), [normalize, scores], key=_cpf)
+    links = HandlerNode("links", Rows(is_link), [join])
     aggregate = HandlerNode(
-        "aggregate", ClientProfiles(config.scale.as_of), [join, risk], key=client_key
+        "aggregate", ClientProfiles(config.scale.as_of), [links, risk], key=client_key
     )
     totals = HandlerNode("totals", GlobalTotals(), [aggregate], key=_one_key)
-    profiles = HandlerNode("profiles", Rows(dict), [aggregate])
+    profiles = HandlerNode("profiles", Rows(is_profile), [aggregate])
+    clients = HandlerNode("clients", Rows(is_client), [join])
+    score_rows = HandlerNode("score_rows", Rows(is_score), [join])
     producers = [clients_db, history_db, inbox_tx, inbox_scores, timer]
     if config.arrival_seed is not None:
         random.Random(config.arrival_seed).shuffle(producers)  # which source starts first
@@ -235,11 +280,14 @@ def build_pipeline(
         convert,
         risk,
         join,
+        links,
         aggregate,
         totals,
         profiles,
-        HandlerNode("store_clients", sink("clients"), [normalize]),
-        HandlerNode("store_scores", sink("scores"), [scores]),
+        clients,
+        score_rows,
+        HandlerNode("store_clients", sink("clients"), [clients]),
+        HandlerNode("store_scores", sink("scores"), [score_rows]),
         HandlerNode("store_transactions", sink("transactions"), [risk]),
         HandlerNode("store_profiles", sink("client_profiles"), [profiles]),
         HandlerNode("store_metrics", sink("metrics"), [totals]),

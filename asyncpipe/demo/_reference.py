@@ -33,7 +33,7 @@ from ._figures import (
     score_of,
 )
 from ._model import RiskModel
-from ._pipeline import SCHEMAS, DemoConfig
+from ._pipeline import SCHEMAS, DemoConfig, unfed
 
 __all__ = ["Expected", "check_served", "compare", "compute", "results"]
 
@@ -219,14 +219,18 @@ def check_served(
     over gRPC, across any number of restarts -- and the reference over every stored
     input (empty: none):
 
-    * every row the inputs make (database, inbox, timer) is stored as :func:`compute`
-      makes it, and so are their dead letters: per node, as many as the inputs make plus
+    * every input was fed to the end (:func:`~._pipeline.unfed`), and every row the
+      inputs make (database, inbox, timer) is stored as :func:`compute` makes it, and so
+      are their dead letters: per node, as many as the inputs make plus
       ``sent_dead_letters`` (what the caller sent that had to be refused), or at least
       as many when it is not given;
     * ``client_profiles`` and ``metrics`` equal what the stored ``clients``, ``scores``
       and ``transactions`` make (:func:`results`): a batch counted twice, or one
       acknowledged and then missing from the state, shows here.
     """
+    left = unfed(config)
+    if left:
+        return [f"inputs not fed to the end yet (start --serve again): {', '.join(left)}"]
     expected = compute(config, model)
     problems: list[str] = []
     conn = sqlite3.connect(config.results)

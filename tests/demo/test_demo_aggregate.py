@@ -13,7 +13,15 @@ import pytest
 from demo_helpers import AS_OF
 
 from asyncpipe import HandlerNode, PipelineExecutor
-from asyncpipe.demo._aggregate import ClientProfiles, GlobalTotals, JoinScores, Rows, client_key
+from asyncpipe.demo._aggregate import (
+    ClientProfiles,
+    GlobalTotals,
+    JoinScores,
+    Rows,
+    client_key,
+    is_link,
+    is_profile,
+)
 from asyncpipe.demo._reference import results
 from asyncpipe.state import SqliteStateStore
 from asyncpipe.testing import CollectingSink
@@ -59,15 +67,17 @@ class Stages:
         self.metrics = CollectingSink()
         clients, scores, transactions = (HandlerNode(n) for n in ("clients", "scores", "tx"))
         join = HandlerNode("join", JoinScores(), [clients, scores], key=lambda r: r["cpf"])
+        links = HandlerNode("links", Rows(is_link), [join])
         aggregate = HandlerNode(
-            "aggregate", ClientProfiles(AS_OF), [join, transactions], key=client_key
+            "aggregate", ClientProfiles(AS_OF), [links, transactions], key=client_key
         )
         totals = HandlerNode("totals", GlobalTotals(), [aggregate], key=lambda r: 0)
-        rows = HandlerNode("profiles", Rows(dict), [aggregate])
+        rows = HandlerNode("profiles", Rows(is_profile), [aggregate])
         self.executor = PipelineExecutor(
             [clients, scores, transactions],
             [
                 join,
+                links,
                 aggregate,
                 totals,
                 rows,
