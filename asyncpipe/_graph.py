@@ -7,6 +7,7 @@ is :class:`asyncpipe.PipelineExecutor`'s job.
 from __future__ import annotations
 
 import enum
+import operator
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
@@ -60,7 +61,8 @@ class HandlerNode:
             only the failing ones are dead-lettered (or skipped), each with its own error
             and index. Default: on for ``on_error="dead_letter"``, off otherwise; not
             possible with ``on_error="fail"``.
-        key: a function of a record returning its key. Each list message is split by the
+        key: a function of a record returning its key, or the name of the field that
+            holds it (``key="client_id"``). Each list message is split by the
             key of its records (a message that is not a list is one record) and each part
             goes to one of the node's ``workers`` lanes, chosen by
             :func:`asyncpipe.state.stable_hash` of the key: one key is always handled by
@@ -87,7 +89,7 @@ class HandlerNode:
         max_backoff: float = 10.0,
         on_error: ErrorPolicy | str = ErrorPolicy.DEAD_LETTER,
         isolate_failures: bool | None = None,
-        key: KeyFunction | None = None,
+        key: KeyFunction | str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"node name must be a non-empty string, got {name!r}")
@@ -130,9 +132,15 @@ class HandlerNode:
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
-        if key is not None and not callable(key):
-            raise TypeError(f"node {name!r}: key must be a function of a record, got {key!r}")
-        self.key = key
+        #: The field ``key=`` names, when it names one (stateful handlers read it inline).
+        self.key_field = key if isinstance(key, str) else None
+        if isinstance(key, str):
+            key = operator.itemgetter(key)
+        elif key is not None and not callable(key):
+            raise TypeError(
+                f"node {name!r}: key must be a function of a record or a field name, got {key!r}"
+            )
+        self.key: KeyFunction | None = key
         #: A stateful handler's lane factory (see asyncpipe.state), else None.
         self.stateful = None if self.handler is None else stateful_lanes(self.handler.obj)
         if self.stateful is not None:

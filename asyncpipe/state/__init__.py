@@ -9,6 +9,10 @@
   receipt resolves, the state changes it caused are durable; after a crash, replays of
   messages already applied (same ``origin``) do not touch the state again. The design is
   in ``docs/state.md``.
+* **Windows**: :class:`Windowed` with :class:`Tumbling`, :class:`Sliding` or
+  :class:`Session` windows over event time, a watermark and allowed lateness, and
+  reducers (:func:`count`, :func:`total`, :func:`minimum`, :func:`maximum`, :func:`mean`,
+  :func:`collect`, :func:`fold`).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from .._keys import stable_hash
 from ._codec import Codec, JsonCodec, PickleCodec
 from ._keyed import DEFAULT_CACHE_SIZE, KeyedHandler, stateful_map
 from ._memory import DEFAULT_DEDUPE_TTL, MemoryStateStore
+from ._reducers import Reducer, collect, count, fold, maximum, mean, minimum, total
 from ._sqlite import SqliteStateStore
 from ._store import StateCommit, StateStore, StoredMark
+from ._windows import Session, Sliding, Tumbling, Windowed
 
 __all__ = [
     "DEFAULT_CACHE_SIZE",
@@ -29,12 +35,24 @@ __all__ = [
     "KeyedHandler",
     "MemoryStateStore",
     "PickleCodec",
+    "Reducer",
+    "Session",
+    "Sliding",
     "SqliteStateStore",
     "StateCommit",
     "StateStore",
     "StoredMark",
+    "Tumbling",
+    "Windowed",
+    "collect",
+    "count",
+    "fold",
+    "maximum",
+    "mean",
+    "minimum",
     "stable_hash",
     "stateful_map",
+    "total",
 ]
 
 _claim_module(globals(), __all__, __name__)

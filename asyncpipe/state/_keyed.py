@@ -186,14 +186,23 @@ class _KeyedLane(LaneState):
 
     def changes(self) -> list[tuple[bytes, bytes | None]]:
         encode = self.codec.encode
-        return [(encode(k), None if v is None else encode(v)) for k, v in self.dirty.items()]
+        changed = [(encode(k), None if v is None else encode(v)) for k, v in self.dirty.items()]
+        self.dirty.clear()
+        return changed
 
     def committed(self) -> None:
-        self.dirty.clear()
-        if self.store is not None:  # over a persistent store, memory is only a cache
-            cache = self.cache
-            while len(cache) > self.handler.cache_size:
-                cache.popitem(last=False)
+        if self.store is None:  # the only copy: nothing to evict, nothing to write
+            self.dirty.clear()
+            return
+        # Over a persistent store memory is a cache. Keys changed since the last snapshot
+        # are not durable yet: they stay (moved to the recent end).
+        cache, dirty, bound = self.cache, self.dirty, self.handler.cache_size
+        skipped = 0
+        while len(cache) > bound and skipped < len(cache):
+            k, state = cache.popitem(last=False)
+            if k in dirty:
+                cache[k] = state
+                skipped += 1
 
 
 class _Mapped(KeyedHandler):

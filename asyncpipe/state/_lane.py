@@ -25,6 +25,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._channel import EMPTY as _EMPTY
@@ -70,14 +71,16 @@ class LaneState(abc.ABC):
 
     @abc.abstractmethod
     def changes(self) -> list[tuple[bytes, bytes | None]]:
-        """The keys changed since the last commit, encoded (None: deleted)."""
+        """The keys changed since the last call, encoded now (None: deleted); the lane
+        commits them while it may already apply the next messages."""
 
     def meta(self) -> dict[str, bytes]:
         """Meta entries to commit with the changes."""
         return {}
 
     def committed(self) -> None:
-        """The changes are durable (or, with a non-persistent store, accepted)."""
+        """The changes of the oldest commit in flight are durable (or, with a
+        non-persistent store, accepted): what only they kept in memory may be dropped."""
         return None
 
     def finish(self) -> list[Any]:
@@ -167,6 +170,31 @@ class Relay(Receipt):
             self._abort("its message's receipt was aborted")
 
 
+@dataclass(slots=True)
+class _Group:
+    """Messages applied together, their results, and their commit (in flight: ``task``)."""
+
+    group: list[LaneEnvelope]
+    results: list[tuple[_Result, bool]]  # ((outputs, rejections), replayed)
+    commit: StateCommit
+    names: dict[str, list[Rejection]]  # named messages applied: their rejections
+    task: asyncio.Task[None] | None = None
+
+
+def _take(channel: Channel[Any], group: list[Any], arrivals: Arrivals | None) -> list[LaneEnvelope]:
+    """``group`` and the envelopes waiting in ``channel``, up to :data:`MAX_GROUP`, as
+    lane envelopes (naming the messages of a node's own input with ``arrivals``)."""
+    get_nowait = channel.get_nowait
+    while len(group) < MAX_GROUP:
+        envelope = get_nowait(_EMPTY)
+        if envelope is _EMPTY:
+            break
+        group.append(envelope)
+    if arrivals is not None:
+        return [(p, r, None, arrivals.name(r)) for p, r in group]
+    return group
+
+
 class Lane:
     """One lane of a stateful node: applies, commits, then emits (module docstring)."""
 
@@ -186,25 +214,35 @@ class Lane:
     async def run(self, channel: Channel[Any], arrivals: Arrivals | None) -> None:
         """Apply every message of ``channel`` until it ends. With ``arrivals`` the channel
         holds ``(payload, receipt)`` envelopes (the node's own input), otherwise lane
-        envelopes from the dispatcher."""
+        envelopes from the dispatcher.
+
+        Over a persistent store one commit may be in flight while the next group is
+        applied (never emitted before its own commit): the store's thread writes while
+        the event loop works. A message alone is committed and emitted at once.
+        """
         self.rejections = collect_rejections()  # what update() rejects with reject()
-        get_nowait = channel.get_nowait
-        while True:
-            envelope = get_nowait(_EMPTY)
-            if envelope is _EMPTY:
-                try:
-                    envelope = await channel.get()
-                except EndOfStream:
-                    return
-            group = [envelope]
-            while len(group) < MAX_GROUP:
-                envelope = get_nowait(_EMPTY)
-                if envelope is _EMPTY:
-                    break
-                group.append(envelope)
-            if arrivals is not None:
-                group = [(p, r, None, arrivals.name(r)) for p, r in group]
-            await self._group(group)
+        pending: _Group | None = None
+        try:
+            while True:
+                group = _take(channel, [], arrivals)
+                if not group:
+                    if pending is not None:
+                        await self._finish(pending)
+                        pending = None
+                        continue
+                    try:
+                        first = await channel.get()
+                    except EndOfStream:
+                        return
+                    group = _take(channel, [first], arrivals)
+                applied = await self._apply_group(group, pending)
+                if pending is not None:
+                    await self._finish(pending)
+                pending = self._start_commit(applied)
+        finally:
+            if pending is not None and pending.task is not None and not pending.task.done():
+                pending.task.cancel()  # torn down: the store completes or rolls it back
+                await asyncio.gather(pending.task, return_exceptions=True)
 
     async def close(self) -> None:
         """The input has ended: wait until the outputs in flight are delivered (or their
@@ -216,35 +254,34 @@ class Lane:
                 pass
         await asyncio.sleep(0)  # let the receipts' done callbacks run
         if self.delivered:
-            await self._commit(StateCommit())
+            await self._finish(self._start_commit(_Group([], [], StateCommit(), {})))
 
-    async def _group(self, group: list[LaneEnvelope]) -> None:
+    async def _apply_group(self, group: list[LaneEnvelope], pending: _Group | None) -> _Group:
         names = [envelope[3] for envelope in group if envelope[3] is not None]
         found = await self.store.seen(self.namespace, names) if names else {}
         fresh = [envelope[0] for envelope in group if envelope[3] not in found]
         prepared = iter(await self.state.prepare(fresh))
         codec = self.state.codec
-        commit = StateCommit()
-        results: list[tuple[_Result, bool]] = []  # (outputs, rejections), replayed
-        applied: dict[str, list[Rejection]] = {}
+        applied = _Group(group, [], StateCommit(), {})
+        earlier = pending.names if pending is not None else {}  # committing now
         for part, _, indices, name in group:
             mark = found.get(name) if name is not None else None
             if mark is not None:
                 rejected = [Rejection(*fields) for fields in codec.decode(mark.rejections)]
-                results.append((([], rejected), True))
+                applied.results.append((([], rejected), True))
                 continue
             ready = next(prepared)
-            if name is not None and name in applied:  # twice in one group: a replay
-                results.append((([], applied[name]), True))
+            if name is not None and (name in applied.names or name in earlier):
+                # A replay of a message applied moments ago (its mark not stored yet).
+                again = applied.names.get(name, earlier.get(name))
+                applied.results.append((([], again or []), True))
                 continue
             result = await self._apply(part, ready, indices)
             if name is not None:
-                applied[name] = result[1]
-                commit.marks.append((name, *self._outbox(result, codec)))
-            results.append((result, False))
-        await self._commit(commit)
-        for envelope, (result, replayed) in zip(group, results, strict=True):
-            await self._end(envelope, result, replayed)
+                applied.names[name] = result[1]
+                applied.commit.marks.append((name, *self._outbox(result, codec)))
+            applied.results.append((result, False))
+        return applied
 
     async def _apply(self, part: Any, prepared: Any, indices: list[int] | None) -> _Result:
         outputs, rejected = await self.state.apply(prepared)
@@ -264,16 +301,27 @@ class Lane:
         send = outputs and not self.runtime.outputs.terminal
         return codec.encode(fields), codec.encode(outputs) if send else None
 
-    async def _commit(self, commit: StateCommit) -> None:
-        store = self.store
-        if store.persistent:
+    def _start_commit(self, applied: _Group) -> _Group:
+        """Take the state's changes since the last commit (a snapshot, encoded now) into
+        the group's commit and start writing it."""
+        commit = applied.commit
+        if self.store.persistent:
             commit.changes = self.state.changes()
             commit.meta = self.state.meta()
         if self.delivered:
             commit.delivered, self.delivered = self.delivered, []
         if commit.changes or commit.marks or commit.delivered or commit.meta:
+            applied.task = asyncio.create_task(
+                self.store.commit(self.namespace, commit),
+                name=f"asyncpipe:{self.namespace}:commit",
+            )
+        return applied
+
+    async def _finish(self, applied: _Group) -> None:
+        """Wait for the group's commit, then end its messages in order."""
+        if applied.task is not None:
             try:
-                await store.commit(self.namespace, commit)
+                await applied.task
             except Exception as exc:
                 # The state in memory is ahead of the store now: going on would break
                 # the promise, so the node (and the pipeline) stops.
@@ -281,6 +329,8 @@ class Lane:
                     self.runtime.name, f"state store commit failed: {exc!r}"
                 ) from exc
         self.state.committed()
+        for envelope, (result, replayed) in zip(applied.group, applied.results, strict=True):
+            await self._end(envelope, result, replayed)
 
     async def _end(self, envelope: LaneEnvelope, result: _Result, replayed: bool) -> None:
         part, receipt, _, name = envelope

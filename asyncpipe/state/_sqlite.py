@@ -38,15 +38,11 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS asyncpipe_meta (ns TEXT NOT NULL, name TEXT NOT NULL, "
     "value BLOB NOT NULL, PRIMARY KEY (ns, name)) WITHOUT ROWID",
 )
-_PUT = (
-    "INSERT INTO asyncpipe_state (ns, key, value) VALUES (?, ?, ?) "
-    "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value"
-)
-_DELETE = "DELETE FROM asyncpipe_state WHERE ns = ? AND key = ?"
-_MARK = (
-    "INSERT OR IGNORE INTO asyncpipe_marks (ns, name, at, rejections, outputs) "
-    "VALUES (?, ?, ?, ?, ?)"
-)
+_PUT_HEAD = "INSERT INTO asyncpipe_state (ns, key, value) VALUES "
+_PUT_TAIL = " ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value"
+_DELETE = "DELETE FROM asyncpipe_state WHERE ns = ? AND key IN"
+_MARK_HEAD = "INSERT OR IGNORE INTO asyncpipe_marks (ns, name, at, rejections, outputs) VALUES "
+_ROWS_PER_STATEMENT = 1000
 _DELIVERED = "UPDATE asyncpipe_marks SET outputs = NULL WHERE ns = ? AND name = ?"
 _META = (
     "INSERT INTO asyncpipe_meta (ns, name, value) VALUES (?, ?, ?) "
@@ -181,16 +177,16 @@ def _commit(
     conn = db.conn
     conn.execute("BEGIN IMMEDIATE")
     try:
-        puts = [(namespace, k, v) for k, v in commit.changes if v is not None]
-        if puts:
-            conn.executemany(_PUT, puts)
+        puts = [(k, v) for k, v in commit.changes if v is not None]
+        _rows(db, _PUT_HEAD, "(?, ?, ?)", _PUT_TAIL, namespace, puts)
         if len(puts) < len(commit.changes):
-            deletes = [(namespace, k) for k, v in commit.changes if v is None]
-            conn.executemany(_DELETE, deletes)
-        if commit.marks:
-            conn.executemany(
-                _MARK, [(namespace, name, now, rej, out) for name, rej, out in commit.marks]
-            )
+            gone = [k for k, v in commit.changes if v is None]
+            for start in range(0, len(gone), _CHUNK):
+                chunk = gone[start : start + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                conn.execute(f"{_DELETE} ({marks})", (namespace, *chunk))
+        marks_rows = [(name, now, rej, out) for name, rej, out in commit.marks]
+        _rows(db, _MARK_HEAD, "(?, ?, ?, ?, ?)", "", namespace, marks_rows)
         if commit.delivered:
             conn.executemany(_DELIVERED, [(namespace, name) for name in commit.delivered])
         if commit.meta:
@@ -202,3 +198,20 @@ def _commit(
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _rows(
+    db: Database, head: str, row: str, tail: str, namespace: str, rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert ``rows`` (each prefixed with the namespace) with multi-row statements: one
+    statement binds many rows and SQLite runs it without the GIL, where ``executemany``
+    would hand the GIL over once per row -- each a wait while the event loop holds it."""
+    if not rows:
+        return
+    width = row.count("?")
+    per = max(1, min(_ROWS_PER_STATEMENT, db._max_variables // width))
+    conn = db.conn
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        values = [value for r in chunk for value in (namespace, *r)]
+        conn.execute(head + ", ".join([row] * len(chunk)) + tail, values)

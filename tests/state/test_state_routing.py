@@ -134,4 +134,6 @@ async def test_a_message_that_is_not_a_list_is_one_record() -> None:
 
 def test_key_must_be_callable() -> None:
     with pytest.raises(TypeError, match="key must be a function"):
-        HandlerNode("n", lambda m: m, ["x"], key="k")  # type: ignore[arg-type]
+        HandlerNode("n", lambda m: m, ["x"], key=3)  # type: ignore[arg-type]
+    node = HandlerNode("n", lambda m: m, ["x"], key="k")
+    assert node.key is not None and node.key({"k": 7}) == 7 and node.key_field == "k"
