@@ -9,10 +9,12 @@ share a CPF. The join is one more keyed stage rather than an index beside the st
   passes the client and score rows on to their tables.
 * ``aggregate`` (:class:`ClientProfiles`, key: client id) folds those and the scored
   transactions into the client's state (``_figures``: O(1) per transaction), and emits
-  the client's ``client_profiles`` row and its :data:`Delta` for the totals. A score
-  for a CPF the client no longer has (it was sent again with another CPF) is ignored.
-* ``totals`` (:class:`GlobalTotals`, one key) folds the deltas into :class:`Totals` and
-  emits the ``metrics`` rows after every message.
+  one compact :data:`Change` per client it changed (the outputs are stored with the
+  message until delivered: small is cheap). ``profiles`` makes the client's
+  ``client_profiles`` row of it. A score for a CPF the client no longer has (it was
+  sent again with another CPF) is ignored.
+* ``totals`` (:class:`GlobalTotals`, one key) folds the changes into :class:`Totals` and
+  emits the ``metrics`` rows after every message that changed them.
 
 Each stage runs on one lane, so what one key receives arrives in the order it was sent
 (two records of one client with different CPFs go through ``join`` in order). Each commits
@@ -35,6 +37,7 @@ from ._figures import (
     TX,
     Part,
     RecentWindow,
+    Score,
     Totals,
     add_transaction,
     metric_rows,
@@ -45,21 +48,22 @@ from ._figures import (
 )
 
 __all__ = [
+    "Change",
     "ClientProfiles",
-    "Delta",
     "GlobalTotals",
     "JoinScores",
+    "ProfileRows",
     "Rows",
     "client_key",
     "is_client",
     "is_link",
-    "is_profile",
     "is_score",
 ]
 
-#: What ``aggregate`` sends ``totals`` per changed client: (client id, valid, its
-#: transactions, became valid, became active, the parts of its new transactions).
-Delta = tuple[int, bool, int, bool, bool, list[Part]]
+#: What ``aggregate`` emits per client a message changed: (client id, its figures, its
+#: score, valid (a client record was seen), became valid, became active, the parts of its
+#: new transactions). ``profiles`` makes the profile row of it, ``totals`` folds it.
+Change = tuple[int, tuple[int, ...], Score | None, bool, bool, bool, list[Part]]
 
 
 class JoinScores(KeyedHandler):
@@ -111,32 +115,42 @@ class ClientProfiles(KeyedHandler):
                 state[CPF], state[SCORE] = record[2], record[3]
                 changed = True
         valid = state[CPF] is not None
-        became_valid = valid and not was_valid
-        became_active = valid and state[RECENT] >= 1 and not was_active
-        out: list[Any] = []
-        if valid and (changed or parts):
-            out.append(profile(client_id, state, state[SCORE]))
-        if parts or became_valid:
-            delta: Delta = (client_id, valid, state[TX], became_valid, became_active, parts)
-            out.append(delta)
-        return state, out
+        if not (parts or changed):
+            return state, []
+        change: Change = (
+            client_id,
+            tuple(state[:CPF]),
+            state[SCORE],
+            valid,
+            valid and not was_valid,
+            valid and state[RECENT] >= 1 and not was_active,
+            parts,
+        )
+        return state, [change]
+
+
+class ProfileRows:
+    """``profiles``: the ``client_profiles`` rows of ``aggregate``'s changes (valid
+    clients only)."""
+
+    def __call__(self, changes: list[Change]) -> list[dict[str, Any]] | None:
+        return [profile(c[0], c[1], c[2]) for c in changes if c[3]] or None
 
 
 class GlobalTotals(KeyedHandler):
-    """One key. State: :class:`Totals`. Takes ``aggregate``'s deltas (and skips its
-    profile rows); emits the ``metrics`` rows after each message that changed them."""
+    """One key. State: :class:`Totals`. Folds ``aggregate``'s changes; emits the
+    ``metrics`` rows after each message that changed them."""
 
-    def update(self, key: Any, state: Any, records: list[Any]) -> tuple[Any, list[Any]]:
+    def update(self, key: Any, state: Any, records: list[Change]) -> tuple[Any, list[Any]]:
         totals: Totals = Totals() if state is None else state
         changed = False
-        for record in records:
-            if type(record) is not tuple:
-                continue
-            client_id, valid, transactions, became_valid, became_active, parts = record
+        for client_id, figures, _, valid, became_valid, became_active, parts in records:
+            if not (parts or became_valid):
+                continue  # a new score: no total changes
             for share in parts:
                 totals.add_part(share)
             if valid:
-                totals.client(client_id, transactions, became_valid, became_active)
+                totals.client(client_id, figures[TX], became_valid, became_active)
             changed = True
         return totals, metric_rows(totals) if changed else []
 
@@ -156,7 +170,7 @@ class Rows:
 
 
 def is_link(record: Any) -> bool:
-    """A join record or a delta (what the next stateful stage takes)."""
+    """A join record (what ``aggregate`` takes from ``join``)."""
     return type(record) is tuple
 
 
@@ -166,7 +180,3 @@ def is_client(record: Any) -> bool:
 
 def is_score(record: Any) -> bool:
     return type(record) is dict and "score" in record
-
-
-def is_profile(record: Any) -> bool:
-    return type(record) is dict

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +94,7 @@ def score_of(record: Mapping[str, Any]) -> Score:
     return (record["score"], record["monthly_income"])
 
 
-def profile(client_id: int, state: list[Any], score: Score | None) -> dict[str, Any]:
+def profile(client_id: int, state: Sequence[Any], score: Score | None) -> dict[str, Any]:
     """The ``client_profiles`` row of a client (see the demo issue for the formulas)."""
     income_n, transactions, recent = state[INCOME_N], state[TX], state[RECENT]
     income_avg = state[INCOME] / income_n / 100 if income_n else 0.0

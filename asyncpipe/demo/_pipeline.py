@@ -26,11 +26,11 @@ from ._aggregate import (
     ClientProfiles,
     GlobalTotals,
     JoinScores,
+    ProfileRows,
     Rows,
     client_key,
     is_client,
     is_link,
-    is_profile,
     is_score,
 )
 from ._data import SCORE_TYPES, TIMER_RUNS, TXT_FIELDS, TXT_TYPES, Scale, inbox_path
@@ -266,8 +266,8 @@ def build_pipeline(
         "aggregate", ClientProfiles(config.scale.as_of), [links, risk], key=client_key
     )
     totals = HandlerNode("totals", GlobalTotals(), [aggregate], key=_one_key)
-    profiles = HandlerNode("profiles", Rows(is_profile), [aggregate])
-    clients = HandlerNode("clients", Rows(is_client), [join])
+    profiles = HandlerNode("profiles", ProfileRows(), [aggregate])
+    client_rows = HandlerNode("client_rows", Rows(is_client), [join])
     score_rows = HandlerNode("score_rows", Rows(is_score), [join])
     producers = [clients_db, history_db, inbox_tx, inbox_scores, timer]
     if config.arrival_seed is not None:
@@ -284,9 +284,9 @@ def build_pipeline(
         aggregate,
         totals,
         profiles,
-        clients,
+        client_rows,
         score_rows,
-        HandlerNode("store_clients", sink("clients"), [clients]),
+        HandlerNode("store_clients", sink("clients"), [client_rows]),
         HandlerNode("store_scores", sink("scores"), [score_rows]),
         HandlerNode("store_transactions", sink("transactions"), [risk]),
         HandlerNode("store_profiles", sink("client_profiles"), [profiles]),

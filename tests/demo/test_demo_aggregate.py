@@ -17,10 +17,10 @@ from asyncpipe.demo._aggregate import (
     ClientProfiles,
     GlobalTotals,
     JoinScores,
+    ProfileRows,
     Rows,
     client_key,
     is_link,
-    is_profile,
 )
 from asyncpipe.demo._reference import results
 from asyncpipe.state import SqliteStateStore
@@ -72,7 +72,7 @@ class Stages:
             "aggregate", ClientProfiles(AS_OF), [links, transactions], key=client_key
         )
         totals = HandlerNode("totals", GlobalTotals(), [aggregate], key=lambda r: 0)
-        rows = HandlerNode("profiles", Rows(is_profile), [aggregate])
+        rows = HandlerNode("profiles", ProfileRows(), [aggregate])
         self.executor = PipelineExecutor(
             [clients, scores, transactions],
             [
