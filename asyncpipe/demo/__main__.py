@@ -2,8 +2,10 @@
 
 Generates (or reuses) deterministic dirty data in ``--workdir``, runs the pipeline to
 completion with live progress, and prints a summary. ``--serve`` keeps it running with the
-gRPC ingestion service and the inbox watcher until Ctrl-C; ``--verify`` recomputes every
-table with a plain reference program and exits 1 on any difference.
+gRPC ingestion service and the inbox watcher until Ctrl-C (and resumes, when started again
+on the same work directory, from what it acknowledged); ``--verify`` recomputes every
+table with a plain reference program and exits 1 on any difference; ``--check`` does so
+for a served work directory without running anything.
 """
 
 from __future__ import annotations
@@ -27,12 +29,11 @@ from .._runner import install_signal_handlers, run
 from ..ingest import IngestServer, serve
 from ..metrics import serve_metrics
 from ._data import Scale, generate
-from ._dedupe import DEDUPE_IDS
 from ._domain import RATES
 from ._live import LiveView
-from ._model import train
-from ._pipeline import DemoConfig, build_pipeline, reset_outputs
-from ._reference import compare, compute
+from ._model import trained
+from ._pipeline import DEDUPE_TTL, DemoConfig, build_pipeline, reset_outputs
+from ._reference import check_served, compare, compute
 from ._summary import Summary, print_summary
 from .service import bank_server
 
@@ -96,14 +97,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--serve",
         action="store_true",
-        help="keep running with the gRPC service and the inbox watcher until Ctrl-C, then drain",
+        help="keep running with the gRPC service and the inbox watcher until Ctrl-C, then "
+        "drain; started again on the same work directory, it resumes from what it "
+        "acknowledged (a run without --serve starts over)",
     )
     parser.add_argument(
-        "--dedupe-ids",
-        type=_positive,
-        default=DEDUPE_IDS,
-        help="distinct transaction ids remembered so a resent one counts once; a resend "
-        "after that many others counts twice (~74 bytes each)",
+        "--dedupe-ttl",
+        type=float,
+        default=DEDUPE_TTL,
+        metavar="SECONDS",
+        help="how long the aggregator remembers a batch it applied, so that the same batch "
+        "sent again (same batch id) is not counted twice",
     )
     parser.add_argument("--port", type=int, default=50051, help="gRPC port with --serve")
     parser.add_argument(
@@ -121,7 +125,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--verify",
         action="store_true",
-        help="recompute every table with the reference; exit 1 on a difference",
+        help="recompute every table with the reference; exit 1 on a difference (with "
+        "--serve: as --check once stopped)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="run nothing: check the work directory's results (after --serve) against the "
+        "reference over every input it stored; exit 1 on a difference",
     )
     parser.add_argument("--quiet", action="store_true", help="no live progress")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
@@ -186,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rates=args.rates,
         serve=args.serve,
         max_workers=args.workers,
-        dedupe_ids=args.dedupe_ids,
+        dedupe_ttl=args.dedupe_ttl,
     )
     started = time.perf_counter()
     with console.status("generating input data (Faker pt_BR)..."):
@@ -197,7 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"historical + {scale.new:,} new transactions, as of {scale.as_of})"
     )
     with console.status("training the risk model..."):
-        model = train(scale.seed)
+        model = trained(workdir / "input", scale.seed)
+    if args.check:
+        return _verify(console, config, model, served=True)
     reset_outputs(config, inputs_changed=made)
     executor = build_pipeline(config, model)
     (config.out / "pipeline.mmd").write_text(executor.to_mermaid() + "\n")
@@ -209,15 +222,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     elapsed = time.perf_counter() - ran_at
     _summary(console, config, elapsed, time.perf_counter() - started)
-    if args.verify:
-        with console.status("verifying against the reference computation..."):
+    return _verify(console, config, model, served=args.serve) if args.verify else 0
+
+
+def _verify(console: Console, config: DemoConfig, model: bytes, *, served: bool) -> int:
+    """Compare the results with the reference (over every stored input, for a served
+    work directory); 0 when equal, else 1 with the differences printed."""
+    if not config.results.exists():
+        console.print(f"[bold red]verify: no results in {config.workdir}[/]")
+        return 1
+    with console.status("verifying against the reference computation..."):
+        if served:
+            problems = check_served(config, model)
+            what = "every table equals the reference over every stored input"
+        else:
             problems = compare(config.results, compute(config, model))
-        if problems:
-            console.print(f"[bold red]verify: {len(problems)} difference(s)[/]")
-            for problem in problems:
-                console.print(f"  {problem}")
-            return 1
-        console.print("[bold green]verify: every table equals the reference[/]")
+            what = "every table equals the reference"
+    if problems:
+        console.print(f"[bold red]verify: {len(problems)} difference(s)[/]")
+        for problem in problems:
+            console.print(f"  {problem}")
+        return 1
+    console.print(f"[bold green]verify: {what}[/]")
     return 0
 
 

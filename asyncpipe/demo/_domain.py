@@ -8,11 +8,9 @@ from exact integer sums, so the results do not depend on the order data arrives 
 
 from __future__ import annotations
 
-import datetime
 import math
 import unicodedata
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
@@ -22,8 +20,6 @@ __all__ = [
     "MAX_AMOUNT",
     "MAX_AMOUNT_BRL",
     "RATES",
-    "ClientState",
-    "Totals",
     "amount_problem",
     "cents",
     "classify",
@@ -32,7 +28,6 @@ __all__ = [
     "normalize_address",
     "normalize_client",
     "normalize_text",
-    "profile",
     "score_problem",
 ]
 
@@ -199,138 +194,3 @@ def score_problem(record: Mapping[str, Any]) -> str | None:
             if problem is not None:
                 return problem
     return None
-
-
-# -- per-client state and results ----------------------------------------------------------
-
-
-@dataclass(slots=True)
-class ClientState:
-    """What is known of one client, built up in any order."""
-
-    client: dict[str, Any] | None = None  # the normalised client record, once seen
-    income_cents: int = 0
-    income_count: int = 0
-    expense_cents: int = 0
-    transactions: int = 0
-    recent: int = 0  # transactions dated in (D - 30 days, D]
-    suspicious: int = 0
-
-    def add(self, tx: Mapping[str, Any], recent_from: str, as_of: str) -> None:
-        brl = cents(tx["amount_brl"])
-        if tx["category"] == INCOME_CATEGORY:
-            self.income_cents += brl
-            self.income_count += 1
-        else:
-            self.expense_cents += brl
-        self.transactions += 1
-        if recent_from < tx["date"] <= as_of:
-            self.recent += 1
-        self.suspicious += int(tx["suspicious"])
-
-
-def recent_window(as_of: datetime.date) -> tuple[str, str]:
-    """ISO bounds of "the last 30 days": dates ``d`` with ``start < d <= end``."""
-    return (as_of - datetime.timedelta(days=30)).isoformat(), as_of.isoformat()
-
-
-def profile(client_id: int, state: ClientState, score: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The ``client_profiles`` row of a client (see the demo issue for the formulas)."""
-    income_avg = state.income_cents / state.income_count / 100 if state.income_count else 0.0
-    balance = (state.income_cents - state.expense_cents) / 100
-    share = state.suspicious / state.transactions if state.transactions else 0.0
-    if score is not None:
-        base, income_ref = score["score"], score["monthly_income"]
-        if base is None:
-            base = 500  # a score record without a score (an empty CSV field)
-    else:
-        base, income_ref = 500, max(income_avg, 1000.0)
-    if income_ref is None or not income_ref > 0:
-        income_ref = max(income_avg, 1000.0)  # none or zero on file: as without a score
-    raw = (
-        base + 40 * math.tanh(balance / (3 * income_ref)) + 4 * min(state.recent, 10) - 150 * share
-    )
-    new_score = min(900, max(300, round(raw)))
-    if new_score < 500 or share > 0.30:
-        risk, factor = "HIGH", 0.0
-    elif new_score < 700 or share > 0.10:
-        risk, factor = "MEDIUM", 0.5
-    else:
-        risk, factor = "LOW", 1.0
-    loan = round((3 * income_ref + 0.1 * max(balance, 0)) * new_score / 900 * factor, 2)
-    return {
-        "client_id": client_id,
-        "income_avg": round(income_avg, 2),
-        "balance": balance,
-        "tx_30d": state.recent,
-        "suspicious_share": round(share, 6),
-        "new_score": new_score,
-        "risk_class": risk,
-        "loan_limit": loan,
-    }
-
-
-@dataclass(slots=True)
-class Totals:
-    """Pipeline-wide figures over every stored transaction."""
-
-    transactions: int = 0
-    suspicious: int = 0
-    per_category: dict[str, int] = field(default_factory=dict)
-    volume_cents: dict[str, int] = field(default_factory=dict)  # original currency
-    volume_brl_cents: dict[str, int] = field(default_factory=dict)
-
-    def add(self, tx: Mapping[str, Any]) -> None:
-        self.transactions += 1
-        self.suspicious += int(tx["suspicious"])
-        category, currency = tx["category"], tx["currency"]
-        self.per_category[category] = self.per_category.get(category, 0) + 1
-        self.volume_cents[currency] = self.volume_cents.get(currency, 0) + cents(tx["amount"])
-        self.volume_brl_cents[currency] = self.volume_brl_cents.get(currency, 0) + cents(
-            tx["amount_brl"]
-        )
-
-
-def global_metrics(
-    totals: Totals, clients: Iterable[tuple[int, ClientState]]
-) -> list[dict[str, Any]]:
-    """The ``metrics`` rows: ``{"name": ..., "value": <JSON-able>}``."""
-    valid = active = 0
-    top: tuple[int, int] | None = None  # (-transactions, client id): the smallest wins
-    for client_id, state in clients:
-        if state.client is None:
-            continue
-        valid += 1
-        active += state.recent >= 1
-        key = (-state.transactions, client_id)
-        if top is None or key < top:
-            top = key
-    return [
-        {"name": "active_clients_pct", "value": round(100 * active / valid, 4) if valid else 0.0},
-        {
-            "name": "top_client",
-            "value": None if top is None else {"client_id": top[1], "transactions": -top[0]},
-        },
-        {
-            "name": "transactions_per_category",
-            "value": {c: totals.per_category[c] for c in sorted(totals.per_category)},
-        },
-        {
-            "name": "suspicious_pct",
-            "value": round(100 * totals.suspicious / totals.transactions, 4)
-            if totals.transactions
-            else 0.0,
-        },
-        {
-            "name": "volume_per_currency",
-            "value": {
-                c: {
-                    "amount": totals.volume_cents[c] / 100,
-                    "amount_brl": totals.volume_brl_cents[c] / 100,
-                }
-                for c in sorted(totals.volume_cents)
-            },
-        },
-        {"name": "valid_clients", "value": valid},
-        {"name": "transactions", "value": totals.transactions},
-    ]

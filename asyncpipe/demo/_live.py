@@ -24,7 +24,7 @@ from .._executor import PipelineExecutor
 from .._metrics import PipelineMetrics
 from ..ingest import IngestServer
 from ..ingest._stats import ServerMetrics
-from ._summary import STORED
+from ._summary import ROUTING, STORED
 
 __all__ = ["LiveView", "Rates", "grpc_line", "live_table"]
 
@@ -101,6 +101,8 @@ def live_table(metrics: PipelineMetrics, rows: dict[str, int], grpc: str | None 
     for column in ("node", "msgs in", "msgs out", "rows", "dead", "queue", "p50 ms"):
         table.add_column(column, justify="left" if column == "node" else "right", no_wrap=True)
     for name, node in metrics.nodes.items():
+        if name in ROUTING:
+            continue
         sink = name in STORED
         table.add_row(
             name,

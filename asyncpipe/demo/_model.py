@@ -13,12 +13,14 @@ import os
 import pickle
 import random
 from collections.abc import Mapping, Sequence
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 from .._handler import BaseHandler, reject
 from ._domain import CATEGORIES, MAX_AMOUNT_BRL, amount_problem
 
-__all__ = ["RiskModel", "features", "train"]
+__all__ = ["RiskModel", "features", "train", "trained"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,21 @@ def train(seed: int, samples: int = 6000) -> bytes:
     model = DecisionTreeClassifier(max_depth=6, min_samples_leaf=10, random_state=seed)
     model.fit(x, y)
     return pickle.dumps(model)
+
+
+def trained(directory: Path, seed: int) -> bytes:
+    """:func:`train`'s model, kept in ``directory`` (the inputs') so that a restart of the
+    demo does not fit it again (that costs seconds, mostly importing scikit-learn)."""
+    path = directory / f"risk-model-{seed}-sklearn-{version('scikit-learn')}.pickle"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    model = train(seed)
+    partial = path.with_suffix(".partial")
+    partial.write_bytes(model)
+    partial.replace(path)
+    return model
 
 
 class RiskModel(BaseHandler):

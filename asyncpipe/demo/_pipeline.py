@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import random
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,23 +21,41 @@ from ..connectors import (
     TextSource,
     TimerTrigger,
 )
-from ._data import SCORE_TYPES, TIMER_RUNS, TXT_FIELDS, TXT_TYPES, Scale, inbox_path
-from ._dedupe import DEDUPE_IDS
-from ._domain import RATES
-from ._model import RiskModel
-from ._stages import (
-    Aggregator,
-    Classifier,
-    CurrencyConverter,
-    Normalizer,
-    ScoreCheck,
-    Select,
-    TimerBatches,
+from ..state import SqliteStateStore
+from ._aggregate import (
+    ClientProfiles,
+    GlobalTotals,
+    JoinScores,
+    ProfileRows,
+    Rows,
+    client_key,
+    is_client,
+    is_link,
+    is_score,
 )
+from ._data import SCORE_TYPES, TIMER_RUNS, TXT_FIELDS, TXT_TYPES, Scale, inbox_path
+from ._domain import RATES
+from ._fed import FedOnce
+from ._model import RiskModel
+from ._stages import Classifier, CurrencyConverter, Normalizer, ScoreCheck, TimerBatches
 
-__all__ = ["SCHEMAS", "DemoConfig", "build_pipeline", "reset_outputs"]
+__all__ = [
+    "DEDUPE_TTL",
+    "FED_ONCE",
+    "SCHEMAS",
+    "DemoConfig",
+    "build_pipeline",
+    "reset_outputs",
+    "unfed",
+]
 
 BATCH = 1000
+#: A day: a batch sent again (or an inbox file fed again after a crash) within a day of
+#: its first application is recognised. The marks cost a row per message and stage.
+DEDUPE_TTL = 24 * 3600.0
+
+#: The sources fed once per work directory (see ``_fed``).
+FED_ONCE = ("clients_db", "history_db", "timer")
 
 #: The results database: table -> (key, column types).
 SCHEMAS: dict[str, tuple[str, dict[str, str]]] = {
@@ -98,9 +116,9 @@ class DemoConfig:
     #: Shuffle the order data arrives in (database rows, which source starts first):
     #: the results must not change. None: ids in order.
     arrival_seed: int | None = None
-    #: How many distinct transaction ids the aggregator remembers to count a resent
-    #: transaction once (bounded memory, see ``RecentIds``).
-    dedupe_ids: int = DEDUPE_IDS
+    #: Seconds the stateful stages remember a message they applied, so that the same
+    #: batch sent again (same batch id, the same inbox file) is not applied twice.
+    dedupe_ttl: float = DEDUPE_TTL
 
     @property
     def out(self) -> Path:
@@ -111,30 +129,56 @@ class DemoConfig:
         return self.out / "results.db"
 
     @property
+    def state(self) -> Path:
+        """The aggregator's durable state (SQLite)."""
+        return self.out / "state.db"
+
+    @property
     def input_db(self) -> Path:
         return self.workdir / "input" / "bank.db"
 
 
 def reset_outputs(config: DemoConfig, *, inputs_changed: bool = False) -> None:
-    """Every run recomputes from all inputs: forget what the last run fed and wrote
-    beside the upserted tables (inbox manifests, the classified file, dead letters); when
-    the inputs were made anew (another seed or scale), the whole results database."""
+    """Prepare ``out/`` for a run.
+
+    A run to completion recomputes everything from the inputs: it starts from an empty
+    ``out/`` (results, state, inbox manifests, the classified file, the markers of fed
+    sources). ``--serve`` resumes instead: what the work directory holds is kept (what
+    earlier runs acknowledged is in the state and the results), unless the inputs were
+    made anew (another seed, scale or as-of date).
+    """
     config.out.mkdir(parents=True, exist_ok=True)
-    if inputs_changed:
+    if config.serve and not inputs_changed:
+        return
+    for name in ("results.db", "state.db"):
         for suffix in ("", "-wal", "-shm"):
-            (config.out / f"results.db{suffix}").unlink(missing_ok=True)
+            (config.out / f"{name}{suffix}").unlink(missing_ok=True)
     for stale in [
         *config.out.glob(".inbox-manifest-*"),
+        *config.out.glob(".fed-*"),
         config.out / "classified_transactions.csv",
     ]:
         stale.unlink(missing_ok=True)
-    if config.results.exists():
-        conn = sqlite3.connect(config.results)
+
+
+def unfed(config: DemoConfig) -> list[str]:
+    """The inputs not yet fed to the end in this work directory (a stop came first): the
+    sources fed once without their marker, the inbox files not in their manifest."""
+    left = [name for name in FED_ONCE if not (config.out / f".fed-{name}").exists()]
+    for suffix in ("txt", "csv"):
+        manifest = config.out / f".inbox-manifest-{suffix}.jsonl"
         try:
-            conn.execute("DROP TABLE IF EXISTS dead_letters")
-            conn.commit()
-        finally:
-            conn.close()
+            lines = manifest.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        done = {json.loads(line)["file"] for line in lines if line.strip()}
+        inbox = inbox_path(config.workdir)
+        left.extend(
+            str(path)
+            for path in sorted(inbox.glob(f"*.{suffix}"))
+            if path.name not in done and not path.name.startswith(".")
+        )
+    return left
 
 
 def _read_txt(path: Path) -> TextSource:
@@ -183,14 +227,17 @@ def build_pipeline(
         key, schema = SCHEMAS[table]
         return SqliteSink(config.results, table, key=key, schema=schema)
 
+    def fed_once(name: str, source: Any) -> HandlerNode:
+        return HandlerNode(name, FedOnce(source, name, out / f".fed-{name}"))
+
     order = "id"
     if config.arrival_seed is not None:  # a pseudo-random permutation of the ids
         order = f"(id * 2654435761 + {int(config.arrival_seed)}) % 4294967296"
-    clients_db = HandlerNode(
+    clients_db = fed_once(
         "clients_db",
         SqliteSource(config.input_db, f"SELECT * FROM clients ORDER BY {order}", batch_size=BATCH),
     )
-    history_db = HandlerNode(
+    history_db = fed_once(
         "history_db",
         SqliteSource(
             config.input_db, f"SELECT * FROM transactions ORDER BY {order}", batch_size=BATCH
@@ -198,7 +245,7 @@ def build_pipeline(
     )
     inbox_tx = HandlerNode("inbox_transactions", watch(".txt", _read_txt))
     inbox_scores = HandlerNode("inbox_scores", watch(".csv", _read_scores))
-    timer = HandlerNode(
+    timer = fed_once(
         "timer",
         TimerTrigger(TimerBatches(config.scale), config.timer_interval, config.timer_runs),
     )
@@ -212,14 +259,16 @@ def build_pipeline(
     )
     convert = HandlerNode("convert", CurrencyConverter(config.rates), [history_db, classify])
     risk = HandlerNode("risk", risk_model(model), [convert], cpu=True)
+    # The aggregator: keyed stateful stages (see _aggregate), one lane each.
+    join = HandlerNode("join", JoinScores(), [normalize, scores], key=_cpf)
+    links = HandlerNode("links", Rows(is_link), [join])
     aggregate = HandlerNode(
-        "aggregate",
-        Aggregator(config.scale.as_of, dedupe_ids=config.dedupe_ids),
-        [normalize, scores, risk],
-        capacity=256,
+        "aggregate", ClientProfiles(config.scale.as_of), [links, risk], key=client_key
     )
-    profiles = HandlerNode("profiles", Select("profiles"), [aggregate])
-    metrics = HandlerNode("metrics", Select("metrics"), [aggregate])
+    totals = HandlerNode("totals", GlobalTotals(), [aggregate], key=_one_key)
+    profiles = HandlerNode("profiles", ProfileRows(), [aggregate])
+    client_rows = HandlerNode("client_rows", Rows(is_client), [join])
+    score_rows = HandlerNode("score_rows", Rows(is_score), [join])
     producers = [clients_db, history_db, inbox_tx, inbox_scores, timer]
     if config.arrival_seed is not None:
         random.Random(config.arrival_seed).shuffle(producers)  # which source starts first
@@ -230,19 +279,32 @@ def build_pipeline(
         save,
         convert,
         risk,
+        join,
+        links,
         aggregate,
+        totals,
         profiles,
-        metrics,
-        HandlerNode("store_clients", sink("clients"), [normalize]),
-        HandlerNode("store_scores", sink("scores"), [scores]),
+        client_rows,
+        score_rows,
+        HandlerNode("store_clients", sink("clients"), [client_rows]),
+        HandlerNode("store_scores", sink("scores"), [score_rows]),
         HandlerNode("store_transactions", sink("transactions"), [risk]),
         HandlerNode("store_profiles", sink("client_profiles"), [profiles]),
-        HandlerNode("store_metrics", sink("metrics"), [metrics]),
+        HandlerNode("store_metrics", sink("metrics"), [totals]),
     ]
     return PipelineExecutor(
         producers,
         consumers,
         dead_letter_sink=SqliteDeadLetterSink(config.results),
+        state_store=SqliteStateStore(config.state, dedupe_ttl=config.dedupe_ttl),
         max_workers=config.max_workers,
         **executor_options,
     )
+
+
+def _cpf(record: dict[str, Any]) -> str:
+    return record["cpf"]  # type: ignore[no-any-return]
+
+
+def _one_key(record: Any) -> int:
+    return 0

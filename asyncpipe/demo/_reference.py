@@ -9,33 +9,33 @@ by table and column by column (money to the cent). ``--verify`` and the tests us
 from __future__ import annotations
 
 import csv
-import datetime
 import json
 import math
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._data import SCORE_FIELDS, SCORE_TYPES, TXT_FIELDS, TXT_TYPES, inbox_path, timer_batch
-from ._domain import (
-    ClientState,
+from ._domain import classify, convert, cpf_digits, normalize_client, score_problem
+from ._figures import (
+    RECENT,
+    TX,
+    RecentWindow,
     Totals,
-    classify,
-    convert,
-    cpf_digits,
-    global_metrics,
-    normalize_client,
+    add_transaction,
+    metric_rows,
+    new_client,
+    part,
     profile,
-    recent_window,
-    score_problem,
+    score_of,
 )
 from ._model import RiskModel
-from ._pipeline import SCHEMAS, DemoConfig
+from ._pipeline import SCHEMAS, DemoConfig, unfed
 
-__all__ = ["Expected", "compare", "compute"]
+__all__ = ["Expected", "check_served", "compare", "compute", "results"]
 
 _MONEY = {
     "amount",
@@ -103,23 +103,7 @@ def compute(config: DemoConfig, model: bytes) -> Expected:
         record["suspicious"] = flag
         transactions[record["id"]] = record
 
-    as_of = config.scale.as_of
-    recent_from, _ = recent_window(datetime.date.fromisoformat(as_of))
-    states: dict[int, ClientState] = {}
-    totals = Totals()
-    for tx in transactions.values():
-        states.setdefault(tx["client_id"], ClientState()).add(tx, recent_from, as_of)
-        totals.add(tx)
-    for client_id, client in clients.items():
-        states.setdefault(client_id, ClientState()).client = client
-    profiles = {
-        client_id: profile(client_id, states[client_id], scores.get(client["cpf"]))
-        for client_id, client in clients.items()
-    }
-    metrics = {
-        m["name"]: {"name": m["name"], "value": json.dumps(m["value"], ensure_ascii=False)}
-        for m in global_metrics(totals, states.items())
-    }
+    profiles, metrics = results(clients, scores, transactions.values(), config.scale.as_of)
     expected.tables = {
         "clients": clients,
         "scores": scores,
@@ -128,6 +112,32 @@ def compute(config: DemoConfig, model: bytes) -> Expected:
         "metrics": metrics,
     }
     return expected
+
+
+def results(
+    clients: Mapping[int, Mapping[str, Any]],
+    scores: Mapping[str, Mapping[str, Any]],
+    transactions: Iterable[Mapping[str, Any]],
+    as_of: str,
+) -> tuple[dict[int, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The ``client_profiles`` and ``metrics`` rows (by key) that these clients, scores
+    (by CPF) and transactions (one per id) make, folded in one pass."""
+    window = RecentWindow.ending(as_of)
+    states: dict[int, list[Any]] = {}
+    totals = Totals()
+    for tx in transactions:
+        state = states.get(tx["client_id"])
+        if state is None:
+            state = states[tx["client_id"]] = new_client()
+        add_transaction(state, tx, window)
+        totals.add_part(part(tx))
+    profiles = {}
+    for client_id, client in clients.items():
+        state = states.get(client_id) or new_client()
+        totals.client(client_id, state[TX], True, state[RECENT] >= 1)
+        score = scores.get(client["cpf"])
+        profiles[client_id] = profile(client_id, state, None if score is None else score_of(score))
+    return profiles, {m["name"]: m for m in metric_rows(totals)}
 
 
 def _inbox_transactions(config: DemoConfig, dead: Counter[str]) -> Iterator[dict[str, Any]]:
@@ -184,25 +194,10 @@ def compare(results: Path, expected: Expected, *, limit: int = 20) -> list[str]:
     conn.row_factory = sqlite3.Row
     try:
         for table, want in expected.tables.items():
-            key, schema = SCHEMAS[table]
-            columns = list(schema)
-            got = {row[key]: dict(row) for row in conn.execute(f"SELECT * FROM {table}")}
-            missing = sorted(set(want) - set(got), key=str)
-            extra = sorted(set(got) - set(want), key=str)
-            if missing:
-                problems.append(f"{table}: {len(missing)} rows missing, e.g. {key}={missing[:3]}")
-            if extra:
-                problems.append(f"{table}: {len(extra)} unexpected rows, e.g. {key}={extra[:3]}")
-            for k in sorted(set(want) & set(got), key=str):
-                for column in columns:
-                    a, b = got[k].get(column), want[k].get(column)
-                    if not _same(column, a, b):
-                        problems.append(f"{table} {key}={k}: {column} is {a!r}, expected {b!r}")
-                        if len(problems) >= limit:
-                            return problems
-        counts = Counter(
-            dict(conn.execute("SELECT node, count(*) FROM dead_letters GROUP BY node").fetchall())
-        )
+            _compare_table(conn, table, want, problems, limit)
+            if len(problems) >= limit:
+                return problems
+        counts = _dead_letters(conn)
         if counts != expected.dead_letters:
             problems.append(
                 f"dead letters per node: {dict(sorted(counts.items()))}, "
@@ -211,6 +206,91 @@ def compare(results: Path, expected: Expected, *, limit: int = 20) -> list[str]:
     finally:
         conn.close()
     return problems
+
+
+def check_served(
+    config: DemoConfig,
+    model: bytes,
+    *,
+    sent_dead_letters: Counter[str] | None = None,
+    limit: int = 20,
+) -> list[str]:
+    """The differences between a served results database -- the inputs plus what came
+    over gRPC, across any number of restarts -- and the reference over every stored
+    input (empty: none):
+
+    * every input was fed to the end (:func:`~._pipeline.unfed`), and every row the
+      inputs make (database, inbox, timer) is stored as :func:`compute` makes it, and so
+      are their dead letters: per node, as many as the inputs make plus
+      ``sent_dead_letters`` (what the caller sent that had to be refused), or at least
+      as many when it is not given;
+    * ``client_profiles`` and ``metrics`` equal what the stored ``clients``, ``scores``
+      and ``transactions`` make (:func:`results`): a batch counted twice, or one
+      acknowledged and then missing from the state, shows here.
+    """
+    left = unfed(config)
+    if left:
+        return [f"inputs not fed to the end yet (start --serve again): {', '.join(left)}"]
+    expected = compute(config, model)
+    problems: list[str] = []
+    conn = sqlite3.connect(config.results)
+    conn.row_factory = sqlite3.Row
+    try:
+        stored: dict[str, dict[Any, dict[str, Any]]] = {}
+        for table in ("clients", "scores", "transactions"):
+            stored[table] = _compare_table(
+                conn, table, expected.tables[table], problems, limit, subset=True
+            )
+        profiles, metrics = results(
+            stored["clients"], stored["scores"], stored["transactions"].values(), config.scale.as_of
+        )
+        _compare_table(conn, "client_profiles", profiles, problems, limit)
+        _compare_table(conn, "metrics", metrics, problems, limit)
+        counts = _dead_letters(conn)
+    finally:
+        conn.close()
+    want = expected.dead_letters + (sent_dead_letters or Counter())
+    short = {node: (counts[node], n) for node, n in want.items() if counts[node] < n}
+    over = {node: (n, want[node]) for node, n in counts.items() if n > want[node]}
+    if short or (over and sent_dead_letters is not None):
+        problems.append(
+            f"dead letters per node (stored, expected): {dict(sorted({**short, **over}.items()))}"
+        )
+    return problems[:limit]
+
+
+def _compare_table(
+    conn: sqlite3.Connection,
+    table: str,
+    want: Mapping[Any, Mapping[str, Any]],
+    problems: list[str],
+    limit: int,
+    *,
+    subset: bool = False,
+) -> dict[Any, dict[str, Any]]:
+    """Note in ``problems`` how ``table`` differs from ``want`` (key -> row); with
+    ``subset``, rows beyond ``want`` are fine. Returns the table's rows by key."""
+    key, schema = SCHEMAS[table]
+    got = {row[key]: dict(row) for row in conn.execute(f"SELECT * FROM {table}")}
+    missing = sorted(set(want) - set(got), key=str)
+    extra = [] if subset else sorted(set(got) - set(want), key=str)
+    if missing:
+        problems.append(f"{table}: {len(missing)} rows missing, e.g. {key}={missing[:3]}")
+    if extra:
+        problems.append(f"{table}: {len(extra)} unexpected rows, e.g. {key}={extra[:3]}")
+    for k in sorted(set(want) & set(got), key=str):
+        for column in schema:
+            a, b = got[k].get(column), want[k].get(column)
+            if not _same(column, a, b):
+                problems.append(f"{table} {key}={k}: {column} is {a!r}, expected {b!r}")
+                if len(problems) >= limit:
+                    return got
+    return got
+
+
+def _dead_letters(conn: sqlite3.Connection) -> Counter[str]:
+    sql = "SELECT node, count(*) FROM dead_letters GROUP BY node"
+    return Counter(dict(conn.execute(sql).fetchall()))
 
 
 def _same(column: str, a: Any, b: Any) -> bool:

@@ -17,7 +17,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["STORED", "ReasonGroup", "Summary", "group_dead_letters", "print_summary"]
+__all__ = [
+    "ROUTING",
+    "STORED",
+    "ReasonGroup",
+    "Summary",
+    "group_dead_letters",
+    "print_summary",
+]
 
 #: Sink node -> the results table it commits to (the summary's and the live table's rows).
 STORED = {
@@ -27,6 +34,9 @@ STORED = {
     "store_profiles": "client_profiles",
     "store_metrics": "metrics",
 }
+
+#: Nodes that only pick the records of one kind out of a message: not in the live table.
+ROUTING = frozenset({"links", "client_rows", "score_rows"})
 
 # A value embedded in a reason: a quoted literal or a number. Replaced by a placeholder,
 # 60 "cannot convert '54,78' ..." reasons become one kind of reason.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,13 +134,40 @@ async def _redeliver(runtime: NodeRuntime, store: StateStore, codec: Codec) -> l
         len(pending),
         extra={"node": runtime.name},
     )
-    receipt = Receipt(runtime.name)
+    receipts = []
     if not runtime.outputs.terminal:
-        for _, outputs in pending:
+        for name, outputs in pending:
+            # The origin a stateful node downstream names them by, as in the first run.
+            receipt = Receipt(runtime.name, origin=name)
             await runtime.outputs.send(codec.decode(outputs), receipt)
-    receipt.release()
-    await receipt
+            receipt.release()
+            receipts.append(receipt)
+    for receipt in receipts:
+        await receipt
     return [name for name, _ in pending]
+
+
+class Relay(Receipt):
+    """The receipt of one named message's outputs: its origin is the message's name, so a
+    stateful node downstream names them alike whether they come now or are sent again
+    from the outbox after a crash (:func:`_redeliver`) -- and recognises the replay.
+    Outcomes, items and dead letters are counted on the message's own receipt, which
+    settles when the relay does."""
+
+    __slots__ = ("parent",)
+
+    def __init__(self, parent: Receipt, node: str, name: str) -> None:
+        super().__init__(node, origin=name)
+        self.parent = parent
+        self.counts = parent.counts
+        self.items = parent.items
+        self.dead_letters = parent.dead_letters
+        self.add_done_callback(lambda _: parent._settle(None))
+        parent._future.add_done_callback(self._parent_done)
+
+    def _parent_done(self, future: asyncio.Future[Receipt]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self._abort("its message's receipt was aborted")
 
 
 @dataclass(slots=True)
@@ -180,6 +208,8 @@ class Lane:
         self.delivered: list[str] = []
         #: Receipts of named messages applied in this run whose outputs are in flight.
         self.inflight: dict[str, Receipt] = {}
+        #: The same, in commit order, until they and every one before are delivered.
+        self.unsettled: collections.deque[tuple[str, Receipt]] = collections.deque()
 
     async def run(self, channel: Channel[Any], arrivals: Arrivals | None) -> None:
         """Apply every message of ``channel`` until it ends. With ``arrivals`` the channel
@@ -311,11 +341,15 @@ class Lane:
         if rejected:
             await runtime.failures.rejected(list(rejected), receipt)
         if outputs and not runtime.outputs.terminal:
-            await runtime.outputs.send(outputs, receipt)
-            if receipt is not None:
-                if name is not None:
-                    self._follow(name, receipt)
-                receipt._settle(None)
+            if receipt is not None and name is not None:
+                relay = Relay(receipt, runtime.name, name)
+                await runtime.outputs.send(outputs, relay)
+                self._follow(name, relay)
+                relay.release()
+            else:
+                await runtime.outputs.send(outputs, receipt)
+                if receipt is not None:
+                    receipt._settle(None)
             return
         if receipt is None:
             if runtime.outputs.terminal:
@@ -334,13 +368,22 @@ class Lane:
 
     def _follow(self, name: str, receipt: Receipt) -> None:
         self.inflight[name] = receipt
+        self.unsettled.append((name, receipt))
+        receipt.add_done_callback(self._settled)
 
-        def delivered(_: Receipt) -> None:
+    def _settled(self, _: Receipt) -> None:
+        """Note as delivered the outputs delivered so far *in commit order*: what stays in
+        the outbox is always the latest part of it, so sending it again after a crash
+        replays the outputs in their first order (an upsert sink ends with the same rows)."""
+        unsettled = self.unsettled
+        while unsettled:
+            future = unsettled[0][1]._future
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                break  # not delivered yet (or never: aborted)
+            name, receipt = unsettled.popleft()
             self.delivered.append(name)
             if self.inflight.get(name) is receipt:
                 del self.inflight[name]
-
-        receipt.add_done_callback(delivered)
 
 
 def _position(rejection: Rejection, part: Any) -> Rejection:

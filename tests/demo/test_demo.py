@@ -12,7 +12,6 @@ import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from demo_helpers import AS_OF, SMALL, CountingRiskModel, config_for, dump, model_for, run_demo
@@ -22,7 +21,6 @@ from asyncpipe.demo._data import inbox_path
 from asyncpipe.demo._domain import classify, normalize_address, normalize_text
 from asyncpipe.demo._pipeline import DemoConfig, reset_outputs
 from asyncpipe.demo._reference import compare, compute
-from asyncpipe.demo._stages import Aggregator
 
 
 def test_normalisation_rules() -> None:
@@ -136,41 +134,16 @@ def test_the_as_of_date_is_pinned_in_the_inputs(baseline: Baseline) -> None:
     assert params["as_of"] == AS_OF
 
 
-async def aggregate(aggregator: Aggregator, *batches: list[dict[str, Any]]) -> dict[int, Any]:
-    """Feed ``batches`` to the aggregator; the latest profile row per client."""
-    profiles: dict[int, Any] = {}
-    for batch in batches:
-        async for kind, rows in aggregator.handle(batch):
-            if kind == "profiles":
-                profiles.update((row["client_id"], row) for row in rows)
-    return profiles
-
-
-@pytest.mark.parametrize("score_first", [True, False])
-async def test_a_score_reaches_every_client_with_that_cpf_in_any_order(score_first: bool) -> None:
-    clients = [
-        {"id": i, "name": "X", "cpf": "52998224725", "birth_date": "1990-01-01", "address": ""}
-        for i in (1, 2)
-    ]
-    score = [
-        {
-            "cpf": "52998224725",
-            "score": 850,
-            "monthly_income": 9000.0,
-            "credit_limit": 1.0,
-            "updated_at": AS_OF,
-        }
-    ]
-    batches = (score, clients) if score_first else (clients, score)
-    profiles = await aggregate(Aggregator(AS_OF), *batches)
-    assert {i: p["new_score"] for i, p in profiles.items()} == {1: 850, 2: 850}
-
-
-def test_new_inputs_start_a_new_results_database(tmp_path: Path) -> None:
+def test_a_run_to_completion_starts_over_and_serve_resumes(tmp_path: Path) -> None:
     config = config_for(tmp_path)
     reset_outputs(config)
-    sqlite3.connect(config.results).close()  # an old results database
-    reset_outputs(config)  # the same inputs: the upserted tables are kept
-    assert config.results.exists()
-    reset_outputs(config, inputs_changed=True)
-    assert not config.results.exists()
+    for name in ("results.db", "state.db", ".fed-history_db"):
+        (config.out / name).write_bytes(b"")  # what an earlier run left
+    served = config_for(tmp_path, serve=True)
+    reset_outputs(served)  # --serve on the same inputs: resumes from all of it
+    assert all((config.out / n).exists() for n in ("results.db", "state.db", ".fed-history_db"))
+    reset_outputs(served, inputs_changed=True)  # new inputs: starts over
+    assert not any(config.out.iterdir())
+    (config.out / "results.db").write_bytes(b"")
+    reset_outputs(config)  # a run to completion: starts over
+    assert not any(config.out.iterdir())

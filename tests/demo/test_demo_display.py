@@ -74,6 +74,7 @@ def test_live_table_shows_sinks_committed_messages_and_rows_and_the_rate() -> No
         state="running",
         nodes={
             "convert": node("convert", received=10, emitted=9, dead_letters=7, queue_depth=3),
+            "links": node("links", received=2, emitted=2),  # routing only: not shown
             "store_transactions": node("store_transactions", received=9, committed=8),
         },
         worker_restarts=0,
@@ -82,6 +83,7 @@ def test_live_table_shows_sinks_committed_messages_and_rows_and_the_rate() -> No
     table = live_table(metrics, {"transactions": 8000, "dead_letters": 7})
     assert "8,000 rows stored, 7 dead letters (4,004 rows/s)" in str(table.title)
     cells = {column.header: list(column.cells) for column in table.columns}
+    assert cells["node"] == ["convert", "store_transactions"]
     assert cells["msgs out"] == ["9", "8"]  # a sink's out: what it committed
     assert cells["rows"] == ["", "8,000"]
     assert cells["queue"] == ["3/128", "0/128"]
@@ -168,7 +170,7 @@ def test_help_gives_every_option_a_help_text_and_its_default() -> None:
     options = done.stdout.split("options:", 1)[1]
     # One entry per option (-h aside), its help ending in its default; wrapping undone.
     entries = [" ".join(e.split()) for e in re.split(r"\n  (?=-)", options)[2:]]
-    assert len(entries) == 16
+    assert len(entries) == 17
     for entry in entries:
         assert "(default:" in entry, entry
     for option, default in [
