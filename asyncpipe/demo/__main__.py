@@ -90,7 +90,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--workers",
         type=_positive,
         default=None,
-        help="process-pool size for the risk model (default: the CPU count)",
+        help="process-pool size for the risk model, with --risk-in-pool (default: the CPU count)",
+    )
+    parser.add_argument(
+        "--risk-in-pool",
+        action="store_true",
+        help="run the risk model in worker processes (cpu=True) rather than on the event "
+        "loop: a showcase of offloading, slower for this small model (default: off)",
     )
     parser.add_argument(
         "--serve",
@@ -174,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rates=args.rates,
         serve=args.serve,
         max_workers=args.workers,
+        risk_in_pool=args.risk_in_pool,
         dedupe_ids=args.dedupe_ids,
     )
     started = time.perf_counter()

@@ -95,6 +95,10 @@ class DemoConfig:
     timer_interval: float = 0.2
     timer_runs: int = TIMER_RUNS
     max_workers: int | None = None
+    #: Run the risk model in the process pool (``cpu=True``, ``max_workers`` processes)
+    #: rather than on the event loop. Off by default: the tree's work per batch is far
+    #: smaller than the pool's round trip (see ``_model``).
+    risk_in_pool: bool = False
     #: Shuffle the order data arrives in (database rows, which source starts first):
     #: the results must not change. None: ids in order.
     arrival_seed: int | None = None
@@ -211,7 +215,7 @@ def build_pipeline(
         [classify],
     )
     convert = HandlerNode("convert", CurrencyConverter(config.rates), [history_db, classify])
-    risk = HandlerNode("risk", risk_model(model), [convert], cpu=True)
+    risk = HandlerNode("risk", risk_model(model), [convert], cpu=config.risk_in_pool)
     aggregate = HandlerNode(
         "aggregate",
         Aggregator(config.scale.as_of, dedupe_ids=config.dedupe_ids),
