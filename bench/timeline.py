@@ -19,6 +19,7 @@ import asyncio
 import datetime
 import functools
 import gc
+import random
 import statistics
 import sys
 import tempfile
@@ -32,6 +33,8 @@ from asyncpipe._handler import Kind
 from asyncpipe._offload import WorkerPool
 from asyncpipe._receipt import Receipt
 from asyncpipe.connectors import _files, _sqlite_db
+from asyncpipe.demo.__main__ import SWITCH_INTERVAL
+from asyncpipe.demo._pipeline import DemoConfig
 from asyncpipe.ingest import _codec, _intake, _server
 
 __all__ = ["main"]
@@ -149,15 +152,17 @@ def _probe_nodes(executor: Any) -> None:
 # -- the server ------------------------------------------------------------------------
 
 
-async def _serve(workdir: Path, batches: int, batch_size: int) -> list[list[tuple[float, str]]]:
+async def _serve(
+    workdir: Path, batches: int, batch_size: int, clients: int, sink_workers: int
+) -> list[list[tuple[float, str]]]:
     from asyncpipe.demo._data import Scale, generate
     from asyncpipe.demo._model import train
-    from asyncpipe.demo._pipeline import DemoConfig, build_pipeline, reset_outputs
+    from asyncpipe.demo._pipeline import build_pipeline, reset_outputs
     from asyncpipe.demo.service import bank_server
     from asyncpipe.ingest import serve
 
     scale = Scale(clients=1000, transactions=1000, new=100, as_of=datetime.date.today().isoformat())
-    config = DemoConfig(workdir=workdir, scale=scale, serve=True)
+    config = DemoConfig(workdir=workdir, scale=scale, serve=True, sink_workers=sink_workers)
     made = generate(workdir, scale)
     model = train(scale.seed)
     reset_outputs(config, inputs_changed=made)
@@ -168,27 +173,25 @@ async def _serve(workdir: Path, batches: int, batch_size: int) -> list[list[tupl
     server = bank_server(
         executor, clients="normalize", transactions="classify", scores="scores", port=0
     )
-    client: asyncio.subprocess.Process | None = None
+    depths: dict[str, list[int]] = {}
 
     def ready(server: Any) -> None:
         gc.freeze()
 
     async def drive() -> None:
-        nonlocal client
         await server.ready.wait()
         await asyncio.sleep(2.0)  # let the start-up sources drain: a start line, not work
-        client = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.timeline",
-            "--client",
-            server.address,
-            "--batches",
-            str(batches),
-            "--batch-size",
-            str(batch_size),
-        )
-        await client.wait()
+        command = ["-m", "bench.timeline", "--client", server.address, "--batch-size"]
+        senders = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, *command, str(batch_size), "--batches", str(batches)
+            )
+            for _ in range(clients)
+        ]
+        sampling = asyncio.create_task(_sample(executor, depths))
+        for sender in senders:
+            await sender.wait()
+        sampling.cancel()
         EVENTS.append((time.perf_counter(), "end"))
         await server.stop(5.0)
         executor.stop()
@@ -196,11 +199,25 @@ async def _serve(workdir: Path, batches: int, batch_size: int) -> list[list[tupl
     async with asyncio.TaskGroup() as group:
         group.create_task(drive())
         await serve(server, on_ready=ready, handle_signals=False)
+    if clients > 1:
+        _durations(EVENTS)
+        print("mean queue depth of each node's input (sampled every 20 ms), and its bound:")
+        for name, seen in sorted(depths.items(), key=lambda kv: -statistics.mean(kv[1])):
+            capacity = executor.graph.nodes[name].capacity
+            print(f"  {name:<24} {statistics.mean(seen):7.1f} / {capacity}")
     return _split(EVENTS)
 
 
+async def _sample(executor: Any, depths: dict[str, list[int]]) -> None:
+    while True:
+        for name, node in executor.metrics().nodes.items():
+            depths.setdefault(name, []).append(node.queue_depth)
+        await asyncio.sleep(0.02)  # a sampling clock, not a wait for work
+
+
 def _split(events: list[tuple[float, str]]) -> list[list[tuple[float, str]]]:
-    """The events of each call, from its decode to the end of its reply's encoding."""
+    """The events of each call, from its decode to the end of its reply's encoding (with
+    several clients, calls overlap: only the totals and stage durations mean much)."""
     calls: list[list[tuple[float, str]]] = []
     current: list[tuple[float, str]] | None = None
     for event in sorted(events):
@@ -253,6 +270,22 @@ def _report(calls: list[list[tuple[float, str]]]) -> None:
         print(f"{base:<34} {statistics.median(values):10.3f} {p90:8.3f}")
 
 
+def _durations(events: list[tuple[float, str]]) -> None:
+    """Each probe's median duration over the whole run (for stages that run one call at a
+    time: handlers of single-worker nodes, the database thread)."""
+    opened: dict[str, float] = {}
+    spent: dict[str, list[float]] = {}
+    for at, name in sorted(events):
+        if name.endswith(">"):
+            opened[name[:-1]] = at
+        elif name.endswith("<") and name[:-1] in opened:
+            base = name[:-1]
+            spent.setdefault(base, []).append((at - opened.pop(base)) * 1000)
+    print(f"{'stage (whole run)':<34} {'median ms':>10} {'calls':>7}")
+    for base in sorted(spent, key=lambda b: -statistics.median(spent[b])):
+        print(f"{base:<34} {statistics.median(spent[base]):10.3f} {len(spent[base]):7d}")
+
+
 def _ms(values: Sequence[float]) -> str:
     return f"{statistics.median(values):.2f} ms (p10 {sorted(values)[len(values) // 10]:.2f})"
 
@@ -265,7 +298,7 @@ async def _client(target: str, batches: int, batch_size: int) -> None:
     from loadtest._load import _template
 
     batch = _template(batch_size, 0)
-    base = 9_000_000_000_000 + int(time.time()) % 10**6 * 10**6
+    base = 9_000_000_000_000 + random.randrange(10**9) * 10**6  # ids of this client
     rtts = []
     server = []
     async with BankClient(target, timeout=10.0, retries=0) as client:
@@ -287,14 +320,33 @@ async def _client(target: str, batches: int, batch_size: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.timeline", description=__doc__)
-    parser.add_argument("--batches", type=int, default=300, help="lone batches sent")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.timeline",
+        description="Where a lone batch spends its time in the demo server: per-stage probes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--batches", type=int, default=300, help="batches each client sends, one at a time"
+    )
     parser.add_argument("--batch-size", type=int, default=200, help="transactions per batch")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=1,
+        help="client processes, each sending --batches batches one at a time; above 1 the "
+        "report adds each node's mean input queue depth (where batches wait)",
+    )
     parser.add_argument(
         "--switch-interval",
         type=float,
-        default=sys.getswitchinterval(),
-        help="the server's sys.setswitchinterval(), seconds",
+        default=SWITCH_INTERVAL,
+        help="the server's sys.setswitchinterval(), seconds (the demo server's)",
+    )
+    parser.add_argument(
+        "--sink-workers",
+        type=int,
+        default=DemoConfig.sink_workers,
+        help="the demo's DemoConfig.sink_workers",
     )
     parser.add_argument("--client", help=argparse.SUPPRESS)  # the client process's target
     args = parser.parse_args(argv)
@@ -303,8 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     sys.setswitchinterval(args.switch_interval)
     with tempfile.TemporaryDirectory(prefix="timeline-") as tmp:
-        calls = run(_serve(Path(tmp), args.batches, args.batch_size))
-    _report(calls)
+        calls = run(
+            _serve(Path(tmp), args.batches, args.batch_size, args.clients, args.sink_workers)
+        )
+    if args.clients == 1:
+        _report(calls)
     return 0
 
 
