@@ -153,7 +153,7 @@ def _probe_nodes(executor: Any) -> None:
 
 
 async def _serve(
-    workdir: Path, batches: int, batch_size: int, clients: int, sink_workers: int
+    workdir: Path, batches: int, batch_size: int, clients: int, options: dict[str, Any]
 ) -> list[list[tuple[float, str]]]:
     from asyncpipe.demo._data import Scale, generate
     from asyncpipe.demo._model import train
@@ -162,7 +162,7 @@ async def _serve(
     from asyncpipe.ingest import serve
 
     scale = Scale(clients=1000, transactions=1000, new=100, as_of=datetime.date.today().isoformat())
-    config = DemoConfig(workdir=workdir, scale=scale, serve=True, sink_workers=sink_workers)
+    config = DemoConfig(workdir=workdir, scale=scale, serve=True, **options)
     made = generate(workdir, scale)
     model = train(scale.seed)
     reset_outputs(config, inputs_changed=made)
@@ -348,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DemoConfig.sink_workers,
         help="the demo's DemoConfig.sink_workers",
     )
+    parser.add_argument("--risk-in-pool", action="store_true", help="the demo's --risk-in-pool")
     parser.add_argument("--client", help=argparse.SUPPRESS)  # the client process's target
     args = parser.parse_args(argv)
     if args.client:
@@ -355,9 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     sys.setswitchinterval(args.switch_interval)
     with tempfile.TemporaryDirectory(prefix="timeline-") as tmp:
-        calls = run(
-            _serve(Path(tmp), args.batches, args.batch_size, args.clients, args.sink_workers)
-        )
+        options = {"sink_workers": args.sink_workers, "risk_in_pool": args.risk_in_pool}
+        calls = run(_serve(Path(tmp), args.batches, args.batch_size, args.clients, options))
     if args.clients == 1:
         _report(calls)
     return 0

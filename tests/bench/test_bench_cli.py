@@ -80,7 +80,7 @@ def test_timeline_help_lists_every_option_with_its_default() -> None:
     )
     options = done.stdout.split("options:", 1)[1]
     entries = options.split("\n  --")[1:]
-    assert len(entries) == 5
+    assert len(entries) == 6
     for entry in entries:
         assert "(default:" in entry, entry
 
