@@ -33,7 +33,7 @@ from ._executor import ExecutorState, PipelineExecutor
 from ._exports import claim_module as _claim_module
 from ._graph import DEFAULT_CAPACITY, ErrorPolicy, HandlerNode
 from ._handler import BaseHandler, Rejection, reject
-from ._metrics import NodeMetrics, PipelineMetrics
+from ._metrics import LATENCY_BUCKETS, NodeMetrics, PipelineMetrics
 from ._receipt import Outcome, Receipt, Tracked
 from ._runner import install_signal_handlers, run
 
@@ -41,6 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_CAPACITY",
+    "LATENCY_BUCKETS",
     "AsyncpipeError",
     "BaseHandler",
     "Channel",

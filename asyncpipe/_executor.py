@@ -10,7 +10,7 @@ An executor runs once, through these states (every transition is in :data:`_NEXT
   without sources is fed by ``submit()`` and runs until ``stop()`` (or ``idle_timeout``).
 * ``async with executor:``: runs in the background while the body ``submit()``s; leaving
   the block drains (or aborts, if the body raised).
-* ``start()``: the seed's synchronous entry point: ``run()`` in a new loop (uvloop when
+* ``start()``: the original's synchronous entry point: ``run()`` in a new loop (uvloop when
   installed), with SIGINT/SIGTERM handled (first: drain, second: abort).
 
 *starting*: the dead-letter sink opens, handlers are set up, worker processes start and
@@ -29,18 +29,24 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._deadletter import DeadLetter, DeadLetterSink, MemoryDeadLetterSink
 from ._errors import AsyncpipeError, PipelineAborted, PipelineClosed
 from ._graph import Graph, HandlerNode, default_pool_size
 from ._idle import watch_idle
 from ._metrics import PipelineMetrics
+from ._offload import PoolFactory
 from ._receipt import Receipt
 from ._runner import install_signal_handlers, no_running_loop, run
 from ._tasks import first_done
 from ._wiring import Wiring
 from ._worker import exit_if_importing_main
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from .state import StateStore
 
 __all__ = ["ExecutorState", "PipelineExecutor"]
 
@@ -76,15 +82,20 @@ class PipelineExecutor:
         producer_nodes: nodes without dependencies.
         consumer_nodes: every other node.
         idle_timeout: stop by itself after this many seconds without any message being
-            submitted or processed (the seed's continuous mode).
+            submitted or processed (the original's continuous mode).
         max_workers: size of the process pool for ``cpu=True`` nodes (default: CPU count).
-        executor: a ``concurrent.futures.Executor`` for ``cpu=True`` nodes instead of the
-            pool asyncpipe owns (it is not shut down or replaced by asyncpipe).
+        executor: where ``cpu=True`` nodes run instead of the pool asyncpipe owns: a
+            ``concurrent.futures.Executor`` (not shut down or replaced by asyncpipe), a Dask
+            ``Client`` or an :class:`asyncpipe.dask.DaskExecutor`.
         dead_letter_sink: where dead letters go (default: an in-memory list,
             :attr:`dead_letters`). If it has ``open()`` / ``aclose()`` coroutines, they are
             called before the run and after it (both should be idempotent).
         crash_retries: times a message is retried after its worker process died.
         mp_context: multiprocessing context of the owned pool (default: forkserver on Linux).
+        state_store: where stateful nodes (:mod:`asyncpipe.state`) keep their state, e.g.
+            ``asyncpipe.state.SqliteStateStore(path)`` to survive restarts; default: an
+            ``asyncpipe.state.MemoryStateStore`` (nothing survives the process). Opened
+            before the handlers are set up, closed after they are torn down.
 
     Raises :class:`GraphError` (and ``TypeError`` for handlers of ``cpu=True`` nodes that
     cannot be pickled) before anything runs.
@@ -97,10 +108,11 @@ class PipelineExecutor:
         *,
         idle_timeout: float | None = None,
         max_workers: int | None = None,
-        executor: Executor | None = None,
+        executor: Executor | PoolFactory | Client | None = None,
         dead_letter_sink: DeadLetterSink | None = None,
         crash_retries: int = 2,
         mp_context: Any = None,
+        state_store: StateStore | None = None,
     ) -> None:
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError(f"idle_timeout must be > 0, got {idle_timeout}")
@@ -110,6 +122,11 @@ class PipelineExecutor:
         self.idle_timeout = idle_timeout
         self.dead_letter_sink: DeadLetterSink = dead_letter_sink or MemoryDeadLetterSink()
         self.max_workers = max_workers or default_pool_size()
+        if state_store is None:
+            from .state import MemoryStateStore  # the state package builds on the core
+
+            state_store = MemoryStateStore()
+        self.state_store: StateStore = state_store
         self._state = ExecutorState.CREATED
         # asyncio.Event binds to a loop only when first waited on, so these can be made here.
         self._stop_requested = asyncio.Event()
@@ -125,6 +142,7 @@ class PipelineExecutor:
             max_workers=self.max_workers,
             executor=executor,
             pool_options={"mp_context": mp_context, "crash_retries": crash_retries},
+            state_store=state_store,
         )
         self._intake = self._wiring.intake
         self._resources = self._wiring.resources

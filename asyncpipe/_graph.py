@@ -7,13 +7,19 @@ is :class:`asyncpipe.PipelineExecutor`'s job.
 from __future__ import annotations
 
 import enum
+import operator
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import GraphError
 from ._handler import Adapted, adapt, as_source, describe
+from ._keys import KeyFunction
+from ._offload import PoolFactory, is_offload_target
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["DEFAULT_CAPACITY", "ErrorPolicy", "Graph", "HandlerNode"]
 
@@ -49,8 +55,10 @@ class HandlerNode:
         ordered: with ``workers > 1``, emit in input order (default) or as completed.
         capacity: bound of the node's input channel, in messages.
         cpu: run the handler in worker processes (the pipeline's process pool).
-        executor: a ``concurrent.futures.Executor`` to run the handler in instead (implies
-            offloading; asyncpipe does not shut it down).
+        executor: where to run the handler instead of the pipeline's process pool (implies
+            offloading): a ``concurrent.futures.Executor`` (asyncpipe does not shut it
+            down), a Dask ``Client`` or an :class:`asyncpipe.dask.DaskExecutor` (the
+            handler then runs on the Dask cluster's workers, see ``docs/dask.md``).
         retries: extra attempts after a failure; ``backoff`` seconds before the first,
             doubling up to ``max_backoff``.
         on_error: :class:`ErrorPolicy` once retries are exhausted.
@@ -59,6 +67,14 @@ class HandlerNode:
             only the failing ones are dead-lettered (or skipped), each with its own error
             and index. Default: on for ``on_error="dead_letter"``, off otherwise; not
             possible with ``on_error="fail"``.
+        key: a function of a record returning its key, or the name of the field that
+            holds it (``key="client_id"``). Each list message is split by the
+            key of its records (a message that is not a list is one record) and each part
+            goes to one of the node's ``workers`` lanes, chosen by
+            :func:`asyncpipe.state.stable_hash` of the key: one key is always handled by
+            one lane, one message at a time, in arrival order (outputs of different keys
+            may overtake each other). Receipts follow every part. Stateful handlers
+            (:mod:`asyncpipe.state`) keep their state per key.
     """
 
     def __init__(
@@ -73,20 +89,17 @@ class HandlerNode:
         ordered: bool = True,
         capacity: int = DEFAULT_CAPACITY,
         cpu: bool = False,
-        executor: Executor | None = None,
+        executor: Executor | PoolFactory | Client | None = None,
         retries: int = 0,
         backoff: float = 0.1,
         max_backoff: float = 10.0,
         on_error: ErrorPolicy | str = ErrorPolicy.DEAD_LETTER,
         isolate_failures: bool | None = None,
+        key: KeyFunction | str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"node name must be a non-empty string, got {name!r}")
-        _check_positive(name, chunks=chunks, capacity=capacity)
-        if workers is not None:
-            _check_positive(name, workers=workers)
-        if retries < 0 or backoff < 0 or max_backoff < 0:
-            raise ValueError(f"node {name!r}: retries, backoff and max_backoff must be >= 0")
+        _check_options(name, executor, chunks, capacity, workers, (retries, backoff, max_backoff))
         try:
             self.on_error = ErrorPolicy(on_error)
         except ValueError:
@@ -121,6 +134,13 @@ class HandlerNode:
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        #: The field ``key=`` names, when it names one (stateful handlers read it inline).
+        self.key_field = key if isinstance(key, str) else None
+        self.key: KeyFunction | None = _key_function(name, key)
+        #: A stateful handler's lane factory (see asyncpipe.state), else None.
+        self.stateful = None if self.handler is None else stateful_lanes(self.handler.obj)
+        if self.stateful is not None:
+            _check_stateful(self)
         if self.cpu and self.handler is None:
             raise ValueError(f"node {name!r}: cpu=True needs a handler to run")
         if parallel and (self.handler is None or self.handler.streams):
@@ -170,6 +190,63 @@ def _source_or_handler(name: str, handler: Any) -> tuple[Callable[[], Any] | Non
         return None, adapt(handler)
     except TypeError as exc:
         raise TypeError(f"node {name!r}: {exc}") from None
+
+
+def stateful_lanes(handler: Any) -> Any:
+    """The hook a stateful handler (``asyncpipe.state``) offers the runtime, or None."""
+    return getattr(handler, "_asyncpipe_lanes", None)
+
+
+def _check_stateful(node: HandlerNode) -> None:
+    problems = [
+        option
+        for option, used in (
+            ("cpu=True", node.cpu),
+            ("parallel=True", node.parallel),
+            ("retries", node.retries > 0),
+            ("on_error='skip'", node.on_error is ErrorPolicy.SKIP),
+        )
+        if used
+    ]
+    if problems:
+        raise ValueError(
+            f"node {node.name!r}: a stateful handler runs on the event loop, one message at "
+            f"a time per key; not possible with {', '.join(problems)}"
+        )
+    if node.key is None and (node.workers or 1) > 1:
+        raise ValueError(f"node {node.name!r}: a stateful handler with workers > 1 needs key=")
+
+
+def _check_options(
+    name: str,
+    executor: object,
+    chunks: int,
+    capacity: int,
+    workers: int | None,
+    retrying: tuple[int, float, float],
+) -> None:
+    """Refuse a node's out-of-range or mistyped options, naming the node."""
+    if executor is not None and not is_offload_target(executor):
+        raise TypeError(
+            f"node {name!r}: executor= takes a concurrent.futures.Executor, a Dask "
+            f"Client or an asyncpipe.dask.DaskExecutor, not {type(executor).__name__}"
+        )
+    _check_positive(name, chunks=chunks, capacity=capacity)
+    if workers is not None:
+        _check_positive(name, workers=workers)
+    if min(retrying) < 0:
+        raise ValueError(f"node {name!r}: retries, backoff and max_backoff must be >= 0")
+
+
+def _key_function(name: str, key: KeyFunction | str | None) -> KeyFunction | None:
+    """``key=`` as a function of a record (a field name becomes its getter)."""
+    if isinstance(key, str):
+        return operator.itemgetter(key)
+    if key is not None and not callable(key):
+        raise TypeError(
+            f"node {name!r}: key must be a function of a record or a field name, got {key!r}"
+        )
+    return key
 
 
 def _check_positive(node: str, **values: int) -> None:
@@ -291,6 +368,8 @@ def _mermaid_label(node: HandlerNode) -> str:
         notes.append("cpu")
     if node.workers and node.workers > 1:
         notes.append(f"workers={node.workers}")
+    if node.key is not None:
+        notes.append("keyed")
     if node.parallel:
         notes.append(f"chunks={node.chunks}")
     text = node.name.replace('"', "#quot;")

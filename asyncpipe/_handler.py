@@ -35,7 +35,7 @@ class BaseHandler:
     Subclasses implement ``handle(data)`` (``async def`` or plain ``def``) and may override
     the lifecycle hooks. ``setup()`` runs once before the first message (once per worker
     process for ``cpu=True`` nodes, so it is the place to load a model), ``teardown()``
-    once after the last. The seed framework's ``pre_message`` / ``pos_message`` hooks are
+    once after the last. The original framework's ``pre_message`` / ``pos_message`` hooks are
     honoured as aliases of ``setup`` / ``teardown``. A stateful handler (an aggregation, a
     window) may override ``finish()`` to emit what it holds once its input has ended.
     """

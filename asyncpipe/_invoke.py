@@ -1,4 +1,5 @@
-"""How a node calls its handler: on the event loop, in chunks, or in a worker process.
+"""How a node calls its handler: on the event loop, in chunks, or in a worker process (or on
+a Dask cluster).
 
 One attempt at one message; retries and the error policy are ``_attempt``'s.
 """
@@ -12,7 +13,7 @@ from typing import Any
 
 from ._graph import HandlerNode
 from ._handler import Adapted, Kind, Rejection, _rejections, collect_rejections
-from ._offload import OffloadedHandler, WorkerPool
+from ._offload import OffloadedHandler, Pool
 from ._outputs import STREAMED
 from ._tasks import gather_or_first_error
 
@@ -25,7 +26,7 @@ EmitOne = Callable[[Any], Awaitable[None]]
 class Invoker:
     """Calls one node's handler (``None``: the identity)."""
 
-    def __init__(self, node: HandlerNode, pool: WorkerPool | None) -> None:
+    def __init__(self, node: HandlerNode, pool: Pool | None) -> None:
         self.name = node.name
         self.parallel = node.parallel
         self.chunks = node.chunks

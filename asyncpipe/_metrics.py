@@ -1,8 +1,15 @@
-"""Per-node counters and latency samples, and the snapshots ``metrics()`` returns."""
+"""Per-node counters and latency samples, and the snapshots ``metrics()`` returns.
+
+Each timed message also lands in a cumulative latency histogram (:data:`LATENCY_BUCKETS`):
+a bisect and two additions where the sample is taken, so a Prometheus scrape
+(:mod:`asyncpipe.metrics`) reads buckets that exist already instead of the hot path
+updating a second set of counters.
+"""
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -10,9 +17,28 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._channel import ChannelStatistics
 
-__all__ = ["NodeMetrics", "PipelineMetrics", "percentile"]
+__all__ = ["LATENCY_BUCKETS", "NodeMetrics", "PipelineMetrics", "percentile"]
 
 _SAMPLES = 1024  # latency samples kept per node (a ring: the most recent ones)
+
+#: Upper bounds (seconds) of the latency histograms, from a light on-loop stage (tens of
+#: microseconds) to a slow sink or gRPC call (seconds); a last bucket takes the rest.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+def cumulative(counts: Sequence[int]) -> tuple[int, ...]:
+    """Counts per bucket (the last one: above every bound) made cumulative, Prometheus'
+    ``le`` buckets; the last element is the total."""
+    total = 0
+    out = []
+    for count in counts:
+        total += count
+        out.append(total)
+    return tuple(out)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:
@@ -31,6 +57,7 @@ class NodeStats:
     """Mutable counters owned by one node's runtime (single-threaded, no locks)."""
 
     __slots__ = (
+        "buckets",
         "busy",
         "committed",
         "dead_letters",
@@ -38,6 +65,7 @@ class NodeStats:
         "errors",
         "filtered",
         "latencies",
+        "latency_sum",
         "received",
         "retries",
         "samples",
@@ -56,10 +84,14 @@ class NodeStats:
         self.busy = 0
         self.samples = 0
         self.latencies = [0.0] * _SAMPLES
+        self.latency_sum = 0.0
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
 
     def observe(self, seconds: float) -> None:
         self.latencies[self.samples % _SAMPLES] = seconds
         self.samples += 1
+        self.latency_sum += seconds
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
     def percentile(self, fraction: float) -> float | None:
         """The nearest-rank percentile of the latency samples kept (None before any)."""
@@ -68,7 +100,10 @@ class NodeStats:
 
 @dataclass(frozen=True, slots=True)
 class NodeMetrics:
-    """A snapshot of one node. Latencies are seconds per message, over recent messages."""
+    """A snapshot of one node. Latencies are seconds per message: the percentiles over
+    recent messages, the histogram (``latency_count``, ``latency_sum``, and
+    ``latency_buckets``: cumulative counts at or below each of :data:`LATENCY_BUCKETS`,
+    then the total) over every message timed since the start."""
 
     name: str
     received: int
@@ -86,6 +121,9 @@ class NodeMetrics:
     queue_depth: int
     queue_capacity: int
     queue_high_water: int
+    latency_count: int = 0
+    latency_sum: float = 0.0
+    latency_buckets: tuple[int, ...] = ()
 
     @classmethod
     def of(
@@ -109,6 +147,9 @@ class NodeMetrics:
             queue_depth=queue.depth if queue else 0,
             queue_capacity=queue.capacity if queue else 0,
             queue_high_water=queue.high_water if queue else 0,
+            latency_count=stats.samples,
+            latency_sum=stats.latency_sum,
+            latency_buckets=cumulative(stats.buckets),
         )
 
 

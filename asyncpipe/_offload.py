@@ -13,6 +13,11 @@ The runtime owns its :class:`~concurrent.futures.ProcessPoolExecutor`: when a wo
 the pool breaks, every call in flight fails, and :class:`WorkerPool` replaces the pool.
 Calls that saw a crash are retried one at a time, so a message that kills its worker every
 time cannot take innocent ones down with it more than once.
+
+Nodes see any of these through :class:`Pool`; :func:`make_pool` picks the implementation
+for what a node (or the pipeline) was given: nothing (our process pool), a
+``concurrent.futures.Executor``, or a Dask ``Client`` / :class:`asyncpipe.dask.DaskExecutor`
+(``_dask``, imported only then).
 """
 
 from __future__ import annotations
@@ -28,13 +33,20 @@ import uuid
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from . import _worker
 from ._errors import HandlerSetupError, WorkerCrashed
 from ._handler import Adapted, Rejection
 
-__all__ = ["OffloadedHandler", "WorkerPool"]
+__all__ = [
+    "OffloadedHandler",
+    "Pool",
+    "PoolFactory",
+    "WorkerPool",
+    "is_offload_target",
+    "make_pool",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +72,83 @@ class OffloadedHandler:
                 "attributes picklable, or drop cpu=True"
             ) from exc
         return cls(node, f"{node}-{uuid.uuid4().hex}", blob, adapted.label)
+
+
+class Pool(Protocol):
+    """Where a run's offloaded nodes call their handlers."""
+
+    #: Calls it runs at once (worker processes, or a cluster's worker threads once
+    #: started); a node's default ``workers=`` is twice this.
+    max_workers: int
+    restarts: int  #: worker deaths seen (the metrics' ``worker_restarts``)
+
+    def add(self, handler: OffloadedHandler) -> None:
+        """Make ``handler`` known to the workers (before :meth:`start`)."""
+
+    async def start(self) -> None:
+        """Get ready: workers up and every handler set up (raise ``HandlerSetupError``)."""
+
+    async def call(self, handler: OffloadedHandler, data: Any) -> tuple[Any, list[Rejection]]:
+        """Run ``handler`` on ``data`` in a worker; return (result, rejections)."""
+
+    def kill(self) -> None:
+        """Give up on the calls in flight (abort)."""
+
+    async def aclose(self) -> None:
+        """Release everything (handlers torn down where the pool can)."""
+
+
+@runtime_checkable
+class PoolFactory(Protocol):
+    """An ``executor=`` that makes its own kind of :class:`Pool` (e.g.
+    :class:`asyncpipe.dask.DaskExecutor`): one pool per run."""
+
+    def make_pool(self, *, max_workers: int) -> Pool:
+        """A pool for one run; ``max_workers``: the pipeline's, a default for its size."""
+
+
+def is_offload_target(executor: object) -> bool:
+    """Whether ``executor`` can be given to ``executor=``."""
+    return isinstance(executor, Executor | PoolFactory) or _dask_client(executor) is not None
+
+
+def make_pool(
+    executor: object,
+    *,
+    max_workers: int,
+    mp_context: multiprocessing.context.BaseContext | None = None,
+    crash_retries: int = 2,
+) -> Pool:
+    """The pool for ``executor=`` (None: a process pool of ``max_workers`` we own)."""
+    client = _dask_client(executor)
+    if client is not None:
+        from .dask import DaskExecutor  # needs the dask extra, present since a Client exists
+
+        executor = DaskExecutor(client)
+    if isinstance(executor, PoolFactory):
+        return executor.make_pool(max_workers=max_workers)
+    if executor is not None and not isinstance(executor, Executor):
+        raise TypeError(
+            f"executor= takes a concurrent.futures.Executor, a Dask Client or an "
+            f"asyncpipe.dask.DaskExecutor, not {type(executor).__name__}"
+        )
+    size = getattr(executor, "_max_workers", None) or max_workers
+    return WorkerPool(
+        max_workers=size, executor=executor, mp_context=mp_context, crash_retries=crash_retries
+    )
+
+
+def _dask_client(executor: object) -> Any:
+    """The Dask ``Client`` behind ``executor`` (itself, or ``client.get_executor()``'s),
+    or None. Without distributed imported, nothing here is a Dask object."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None
+    if isinstance(executor, distributed.Client):
+        return executor
+    if isinstance(executor, distributed.cfexecutor.ClientExecutor):
+        return executor._client
+    return None
 
 
 # -- parent side -------------------------------------------------------------------------

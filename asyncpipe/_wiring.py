@@ -5,7 +5,6 @@ process pools, the intake and the resources -- everything built before the event
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Executor
 from typing import Any
 
 from ._attempt import DeadLetterWriter
@@ -16,7 +15,7 @@ from ._graph import Graph
 from ._intake import Intake
 from ._metrics import NodeMetrics, NodeStats
 from ._node import NodeRuntime
-from ._offload import WorkerPool
+from ._offload import Pool, make_pool
 from ._outputs import Envelope
 from ._resources import Resources
 from ._source import SourceRuntime
@@ -27,8 +26,8 @@ __all__ = ["Wiring"]
 class Wiring:
     """The runtimes of a graph's nodes and what they share.
 
-    Offloaded (``cpu=True``) nodes share one :class:`WorkerPool` (over ``executor``, or a
-    process pool of ``max_workers`` asyncpipe owns); a node given its own executor gets a
+    Offloaded (``cpu=True``) nodes share one pool (over ``executor``, or a process pool of
+    ``max_workers`` asyncpipe owns); a node given its own executor (or Dask client) gets a
     pool over it, shared with the nodes given the same one. Handlers of offloaded nodes are
     pickled here, so one that cannot be pickled fails before anything runs.
     """
@@ -41,8 +40,9 @@ class Wiring:
         write: DeadLetterWriter,
         refusal: Callable[[], PipelineClosed],
         max_workers: int,
-        executor: Executor | None,
+        executor: object,
         pool_options: dict[str, Any],
+        state_store: Any = None,
     ) -> None:
         inboxes: dict[str, Channel[Envelope]] = {
             name: Channel(node.capacity, name)
@@ -53,8 +53,8 @@ class Wiring:
         self.intake = Intake(inboxes, graph.order, refusal)
         self.nodes: dict[str, NodeRuntime] = {}
         self.sources: dict[str, SourceRuntime] = {}
-        self.pools: list[WorkerPool] = []
-        pools: dict[int | None, WorkerPool] = {}
+        self.pools: list[Pool] = []
+        pools: dict[int | None, Pool] = {}
         for name in graph.order:
             node = graph.nodes[name]
             outputs = [inboxes[dep] for dep in graph.dependents[name]]
@@ -69,23 +69,23 @@ class Wiring:
                 pool = pools.get(key)
                 if pool is None:
                     given = node.executor or executor
-                    size = getattr(given, "_max_workers", None) or max_workers
-                    pool = pools[key] = WorkerPool(max_workers=size, executor=given, **pool_options)
+                    pool = pools[key] = make_pool(given, max_workers=max_workers, **pool_options)
                     self.pools.append(pool)
             self.nodes[name] = NodeRuntime(
                 node,
                 inbox=inboxes[name],
                 outputs=outputs,
-                workers=node.resolved_workers(pool.max_workers if pool else 1),
                 pool=pool,
                 dead_letter=write,
+                state_store=state_store,
             )
         on_loop = [
             (name, rt.node.handler.obj)
             for name, rt in self.nodes.items()
             if rt.node.handler is not None and not rt.node.cpu
         ]
-        self.resources = Resources(sink, on_loop, self.pools)
+        stateful = any(node.node.stateful is not None for node in self.nodes.values())
+        self.resources = Resources(sink, on_loop, self.pools, state_store if stateful else None)
 
     def connect(self) -> None:
         """Count the senders of every input: the intake and each upstream node."""

@@ -17,14 +17,18 @@ pipeline its own workers: :func:`exit_if_importing_main` makes such a worker exi
 with :data:`UNGUARDED_MAIN_EXIT`, which the parent's pool turns into one error that shows
 the guard.
 
-Workers of an executor asyncpipe does not own (a user's pool, a Dask cluster) get a
-handler at their first call for it instead (:class:`HandlerMissing`, then the call again
-with the pickled handler).
+Workers of an executor asyncpipe does not own (a user's pool) get a handler at their
+first call for it instead (:class:`HandlerMissing`, then the call again with the pickled
+handler). Dask workers get it from a worker plugin (``_dask``): :func:`install` when the
+node starts (and on every worker that joins later), :func:`uninstall` when it ends.
+Loading is idempotent and thread-safe, so a worker with several threads sets a handler up
+once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -45,6 +49,8 @@ __all__ = [
     "call",
     "exit_if_importing_main",
     "init_worker",
+    "install",
+    "uninstall",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,6 +58,8 @@ logger = logging.getLogger(__name__)
 _loaded: dict[str, Adapted] = {}
 _failed: dict[str, str] = {}  # handler key -> why its setup() failed in this worker
 _thread = threading.local()  # one event loop per worker thread, for async handlers
+_loading = threading.Lock()  # one thread at a time loads (or unloads) handlers
+_finalizing = False  # whether _teardown_all will run at exit
 
 
 #: Exit code of a worker process that was importing the main module when that module
@@ -88,12 +96,8 @@ def init_worker(parent: int, handlers: tuple[tuple[str, bytes], ...], ready: Any
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with(parent)
     for key, blob in handlers:
-        try:
-            _load(key, blob)
-        except SetupFailed as exc:
-            _failed[key] = str(exc)
-        except Exception as exc:  # e.g. the handler's module cannot be imported here
-            _failed[key] = f"loading the handler failed in a worker: {exc!r}"
+        with contextlib.suppress(SetupFailed):  # remembered in _failed, reported below
+            install(key, blob)
     if ready is not None:
         ready.put((os.getpid(), dict(_failed)))
 
@@ -112,6 +116,29 @@ def call(key: str, blob: bytes | None, data: Any) -> tuple[Any, list[Rejection]]
             raise HandlerMissing(key)
         adapted = _load(key, blob)
     return contextvars.copy_context().run(_invoke, adapted, data)
+
+
+def install(key: str, blob: bytes) -> None:
+    """Load the handler ``key`` into this worker and run its ``setup()``, unless already
+    done. A failure is remembered (the handler's calls here raise :class:`SetupFailed`)
+    and raised as :class:`SetupFailed`."""
+    try:
+        _load(key, blob)
+    except SetupFailed as exc:
+        _failed[key] = str(exc)
+        raise
+    except Exception as exc:  # e.g. the handler's module cannot be imported here
+        _failed[key] = f"loading the handler failed in a worker: {exc!r}"
+        raise SetupFailed(_failed[key]) from exc
+
+
+def uninstall(key: str) -> None:
+    """Run the ``teardown()`` of the handler ``key`` in this worker and forget it."""
+    with _loading:
+        _failed.pop(key, None)
+        adapted = _loaded.pop(key, None)
+    if adapted is not None:
+        _teardown(adapted)
 
 
 def _exit_with(parent: int) -> None:
@@ -168,6 +195,14 @@ def _run(awaitable: Any) -> Any:
 
 
 def _load(key: str, blob: bytes) -> Adapted:
+    with _loading:
+        loaded = _loaded.get(key)
+        if loaded is None:
+            loaded = _loaded[key] = _set_up(blob)
+        return loaded
+
+
+def _set_up(blob: bytes) -> Adapted:
     obj = pickle.loads(blob)
     adapted = adapt(obj)
     setup = getattr(obj, "setup", None)
@@ -178,21 +213,28 @@ def _load(key: str, blob: bytes) -> Adapted:
                 _run(result)
         except Exception as exc:
             raise SetupFailed(f"setup() of {adapted.label} failed in a worker: {exc!r}") from exc
-    if not _loaded:
+    global _finalizing
+    if not _finalizing:
         # Runs when the worker exits normally (pool shutdown), not on a crash.
         multiprocessing.util.Finalize(None, _teardown_all, exitpriority=10)
-    _loaded[key] = adapted
+        _finalizing = True
     return adapted
 
 
 def _teardown_all() -> None:
-    for key, adapted in list(_loaded.items()):
-        del _loaded[key]
-        teardown = getattr(adapted.obj, "teardown", None)
-        try:
-            if teardown is not None:
-                result = teardown()
-                if inspect.isawaitable(result):
-                    _run(result)
-        except Exception:
-            logger.exception("teardown of %s failed in worker", adapted.label)
+    with _loading:
+        loaded = list(_loaded.values())
+        _loaded.clear()
+    for adapted in loaded:
+        _teardown(adapted)
+
+
+def _teardown(adapted: Adapted) -> None:
+    teardown = getattr(adapted.obj, "teardown", None)
+    try:
+        if teardown is not None:
+            result = teardown()
+            if inspect.isawaitable(result):
+                _run(result)
+    except Exception:
+        logger.exception("teardown of %s failed in worker", adapted.label)

@@ -7,8 +7,8 @@ description``) and upsert every row, ``batch`` rows per transaction, into the sa
 * **asyncpipe**: ``CsvSource(path, batch_size=batch)`` -> ``SqliteSink(db, "tx", key="id",
   schema=...)``, two nodes run by a :class:`PipelineExecutor`. Records are dicts; the sink
   commits each batch before its handler returns. Measured twice: with the sink node's
-  default ``workers=1``, and with ``workers=2`` (the next batch is handed to the database
-  thread while the previous one commits), the setting the README gives for bulk loads.
+  default ``workers=1`` (judged: the default settings), and with ``workers=2`` (the next
+  batch is handed to the database thread while the previous one commits).
 * **plain loop**: what one writes without a framework -- ``csv.reader`` over the open
   file, ``itertools.islice`` batches of row lists, ``sqlite3.executemany`` of the same
   upsert and a ``commit`` per batch, all synchronous. This is the yardstick of the target.
@@ -38,9 +38,18 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-__all__ = ["BASELINE", "JUDGED", "SIDES", "TARGET", "CsvResults", "CsvRun", "csv_workload"]
+__all__ = [
+    "BASELINE",
+    "JUDGED",
+    "PIPELINED",
+    "SIDES",
+    "TARGET",
+    "CsvResults",
+    "CsvRun",
+    "csv_workload",
+]
 
-TARGET = 0.8  # asyncpipe rows/s over the plain loop's (judged on JUDGED)
+TARGET = 0.9  # asyncpipe rows/s over the plain loop's (judged on JUDGED)
 CAPACITY = 2  # messages queued before the sink: records in flight <= CAPACITY * batch
 COLUMNS = ("id", "client_id", "date", "amount", "currency", "description")
 SCHEMA = {
@@ -201,12 +210,13 @@ def through_asyncpipe(
 
 Side = Callable[[str, str, int, bool], CsvRun]
 BASELINE = "plain loop"
-JUDGED = "asyncpipe, workers=2"
+JUDGED = "asyncpipe, workers=1"
+PIPELINED = "asyncpipe, workers=2"
 #: The sides, baseline first: label -> function (run in a fresh process).
 SIDES: dict[str, Side] = {
     BASELINE: plain_loop,
-    "asyncpipe, workers=1": asyncpipe_serial,
-    JUDGED: asyncpipe_pipelined,
+    JUDGED: asyncpipe_serial,
+    PIPELINED: asyncpipe_pipelined,
 }
 
 

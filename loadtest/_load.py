@@ -1,7 +1,7 @@
 """The load generator: concurrent clients sending transaction batches, each round trip timed.
 
 Every client has its own connection (one ``grpc.aio`` channel) and one batch in flight at
-a time, like the seed's client processes; ``procs`` spreads the clients over worker
+a time, like the original's client processes; ``procs`` spreads the clients over worker
 processes so that the generator is not the bottleneck. Transaction ids are unique across
 the whole sweep: level ``L``, client ``C``, batch ``n`` uses ids from
 ``BASE + L * 10**9 + C * 10**7 + n * batch_size``.

@@ -31,7 +31,7 @@ __all__ = [
     "write",
 ]
 
-#: The seed's published mean round trip (seconds) per number of clients.
+#: The original's published mean round trip (seconds) per number of clients.
 SEED_MEAN_RTT = {1: 6.0, 2: 7.0, 5: 9.0, 10: 16.5, 15: 24.0, 20: 31.0}
 
 
@@ -176,7 +176,7 @@ def table(levels: Sequence[LevelResult], integrity: Integrity, console: Console)
         "p99",
         "max",
         "server p50",
-        "seed mean",
+        "original mean",
     ):
         out.add_column(column, justify="right")
 
@@ -276,7 +276,7 @@ def chart_title(config: dict[str, Any]) -> str:
 
 
 def chart(levels: Sequence[LevelResult], path: Path, *, title: str) -> None:
-    """RTT percentiles and items/s against clients, the seed's means for reference."""
+    """RTT percentiles and items/s against clients, the original's means for reference."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no screen

@@ -4,6 +4,8 @@ Every test's event loop runs in asyncio debug mode (un-awaited coroutines, non-t
 calls and unclosed resources are reported; ``filterwarnings = error`` makes the warnings
 fail the test). Shared helpers -- ``TIMEOUT``, pipeline builders, ``submit_once_open``,
 ``let_others_run`` -- are in ``pipelines.py``: a conftest is not meant to be imported.
+A real PostgreSQL server (``pg_server``, ``pg_dsn``) comes from the ``postgres`` plugin
+(``postgres.py``).
 
 This directory is on ``sys.path`` (pytest's default "prepend" import mode puts the
 directory of a rootless conftest there), so tests in sub-folders import ``pipelines`` and
@@ -21,6 +23,8 @@ import pytest
 #: crossed by process-pool start-up and SQLite commits on a loaded machine: noise, not a
 #: finding; a callback this slow is worth its warning.
 SLOW_CALLBACK_SECONDS = 1.0
+
+pytest_plugins = ["postgres"]
 
 
 @pytest.fixture(autouse=True)

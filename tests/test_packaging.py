@@ -50,14 +50,27 @@ def test_the_grpc_extra_holds_the_ingestion_service() -> None:
     assert set(requirements("grpc")) == GRPC
 
 
-def test_the_demo_extra_holds_grpc_and_the_demos_own_packages() -> None:
+def test_the_metrics_extra_holds_prometheus_client() -> None:
+    assert set(requirements("metrics")) == {"prometheus-client"}
+
+
+def test_the_demo_extra_holds_grpc_metrics_and_the_demos_own_packages() -> None:
     demo = requirements("demo")
-    assert demo["asyncpipe"].extras == {"grpc"}
+    assert demo["asyncpipe"].extras == {"grpc", "metrics"}
     assert {"faker", "matplotlib", "rich", "scikit-learn"} <= set(demo)
 
 
-def test_the_test_extra_includes_the_demo() -> None:
-    assert requirements("test")["asyncpipe"].extras == {"demo"}
+def test_the_test_extra_includes_the_demo_postgres_dask_and_bench_extras() -> None:
+    assert requirements("test")["asyncpipe"].extras == {"bench", "dask", "demo", "postgres"}
+
+
+def test_the_bench_extra_holds_bytewax_0_21() -> None:
+    bytewax = requirements("bench")["bytewax"]
+    assert bytewax.specifier.contains("0.21.1") and not bytewax.specifier.contains("0.22.0")
+
+
+def test_the_dask_extra_holds_distributed() -> None:
+    assert set(requirements("dask")) == {"distributed"}
 
 
 def test_the_version_is_written_once() -> None:
@@ -80,7 +93,12 @@ def test_only_the_library_is_packaged() -> None:
 
 @pytest.mark.parametrize(
     ("package", "missing", "extra"),
-    [("asyncpipe.ingest", "grpc", "grpc"), ("asyncpipe.demo", "sklearn", "demo")],
+    [
+        ("asyncpipe.ingest", "grpc", "grpc"),
+        ("asyncpipe.metrics", "prometheus_client", "metrics"),
+        ("asyncpipe.demo", "sklearn", "demo"),
+        ("asyncpipe.dask", "distributed", "dask"),
+    ],
 )
 def test_importing_without_the_extra_names_it(package: str, missing: str, extra: str) -> None:
     # In a child: None in sys.modules makes the import (and find_spec) see no such module.

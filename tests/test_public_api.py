@@ -12,7 +12,15 @@ import pytest
 
 import asyncpipe
 
-PUBLIC_MODULES = ["asyncpipe", "asyncpipe.connectors", "asyncpipe.ingest", "asyncpipe.testing"]
+PUBLIC_MODULES = [
+    "asyncpipe",
+    "asyncpipe.connectors",
+    "asyncpipe.dask",
+    "asyncpipe.ingest",
+    "asyncpipe.metrics",
+    "asyncpipe.state",
+    "asyncpipe.testing",
+]
 
 
 def isort_style_key(name: str) -> tuple[int, str]:

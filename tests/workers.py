@@ -204,3 +204,48 @@ def to_float32(batch: list[float]) -> list[float]:
         if abs(value) > 3.4e38:
             raise OverflowError(f"{value!r} is too large for float32")
     return [value * 2 for value in batch]
+
+
+#: setup() and teardown() calls of :class:`SetUpOncePerWorker` in this process, by token.
+LIFECYCLE: dict[str, list[str]] = {}
+
+
+class SetUpOncePerWorker(BaseHandler):
+    """Squares; returns (square, pid, setup() calls so far in this process). Records its
+    setup() and teardown() in :data:`LIFECYCLE` under ``token`` (one test's own), which a
+    test reads in each Dask worker with :func:`lifecycle_of`."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def setup(self) -> None:
+        LIFECYCLE.setdefault(self.token, []).append("setup")
+
+    def handle(self, x: int) -> tuple[int, int, int]:
+        return x * x, os.getpid(), LIFECYCLE[self.token].count("setup")
+
+    def teardown(self) -> None:
+        LIFECYCLE.setdefault(self.token, []).append("teardown")
+
+
+def lifecycle_of(token: str) -> list[str]:
+    """What :class:`SetUpOncePerWorker` with ``token`` went through in this process."""
+    return LIFECYCLE.get(token, [])
+
+
+class AskFirst(BaseHandler):
+    """Returns (message, pid) once the test's unix socket server at ``address`` answers
+    ``go`` to this call (it is told the call's pid first): the test decides when each call
+    ends, and may kill the process meanwhile."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def handle(self, message: Any) -> tuple[Any, int]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
+            sock.connect(self.address)
+            sock.sendall(f"{os.getpid()}\n".encode())
+            if sock.recv(16) != b"go\n":
+                raise ConnectionError("the test did not say go")
+        return message, os.getpid()

@@ -14,11 +14,13 @@ file, or ``batch_size`` rows of a query, at a time -- and emit lists of up to
 =========================  =============================================================
 sources                    :class:`CsvSource`, :class:`TextSource` (lines or delimited
                            TXT), :class:`JsonLinesSource`, :class:`SqliteSource` (a
-                           query), :class:`IterableSource` (anything iterable, batched)
-sinks (handlers)           :class:`SqliteSink` (idempotent upserts), :class:`CsvSink`,
-                           :class:`JsonLinesSink` (appending files)
-dead-letter sinks          :class:`SqliteDeadLetterSink` (a ``dead_letters`` table),
-                           :class:`JsonLinesDeadLetterSink`
+                           query), :class:`PostgresSource` (a query, server-side
+                           cursor), :class:`IterableSource` (anything iterable, batched)
+sinks (handlers)           :class:`SqliteSink`, :class:`PostgresSink` (idempotent
+                           upserts), :class:`CsvSink`, :class:`JsonLinesSink` (appending
+                           files)
+dead-letter sinks          :class:`SqliteDeadLetterSink`, :class:`PostgresDeadLetterSink`
+                           (a ``dead_letters`` table), :class:`JsonLinesDeadLetterSink`
 triggers (sources)         :class:`TimerTrigger` (every ``interval`` seconds),
                            :class:`RequestTrigger` (each new file of a directory, once)
 =========================  =============================================================
@@ -33,13 +35,16 @@ Typed columns (``types={"amount": float, "day": date.fromisoformat, "vip": bool}
 any callable from text; ``bool`` reads ``true/false/yes/no/1/0``; an empty field becomes
 ``None`` (except for ``str``).
 
-Triggers are sources too, keeping the seed's signatures: ``TimerTrigger(node, interval,
+Triggers are sources too, keeping the original's signatures: ``TimerTrigger(node, interval,
 max_runs)`` and ``RequestTrigger(node, suffix, watch_dir, poll_interval, max_checks)`` go in
 a producer node, and ``node`` is the *handler* they fire at each tick or new file (its
 return value is emitted), or ``None`` to emit the :class:`Tick` or file ``Path`` itself::
 
     HandlerNode("generate", TimerTrigger(new_transactions, interval=1.0, max_runs=60))
     HandlerNode("scores", RequestTrigger(lambda path: CsvSource(path), ".csv", "inbox"))
+
+The PostgreSQL connectors need the ``[postgres]`` extra (``asyncpg``, imported when one
+of them first connects); see ``docs/postgres.md``.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ from ._csv import CsvSource
 from ._csv_sink import CsvSink
 from ._deadletters import JsonLinesDeadLetterSink, SqliteDeadLetterSink
 from ._jsonl import JsonLinesSink, JsonLinesSource
+from ._postgres import PostgresSink, PostgresSource
+from ._postgres_deadletters import PostgresDeadLetterSink
 from ._sqlite import SqliteSink, SqliteSource
 from ._text import TextSource
 from ._timer import Tick, TimerTrigger
@@ -64,6 +71,9 @@ __all__ = [
     "JsonLinesDeadLetterSink",
     "JsonLinesSink",
     "JsonLinesSource",
+    "PostgresDeadLetterSink",
+    "PostgresSink",
+    "PostgresSource",
     "RequestTrigger",
     "SqliteDeadLetterSink",
     "SqliteSink",

@@ -21,8 +21,16 @@ CSV file, those hand-offs were a visible share of the time. Here a batch is one 
 and usually one statement. The records are turned into a flat list of values on the event
 loop, whose thread has just built them and still holds them in its CPU cache: read from
 the database thread, each record came from the other core's cache, and those dict lookups
-were that thread's largest single cost (perf). The event loop never blocks: it only
-awaits the thread.
+were that thread's largest single cost (perf).
+
+Handing a batch to an idle database thread, the event loop waits -- at most
+``_HANDOFF_WAIT`` (1 ms), GIL released -- until the thread has picked it up. The thread
+needs the GIL to wake up and to bind the batch's values; without the wait it got it only
+once the loop went idle, typically after parsing the next batch, so parsing and writing
+took turns instead of overlapping. With it, the thread binds, releases the GIL inside
+SQLite, and the loop parses the next batch while SQLite writes this one: one GIL hand-off
+per batch, in the order that lets the two threads overlap. The loop never waits on a
+thread that is busy (another node's transaction), nor on the write itself.
 
 Writes queued while the thread is busy are committed together: the thread takes every
 write waiting when it gets to them and runs them in one transaction (each write's future
@@ -46,6 +54,7 @@ import collections
 import logging
 import operator
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain
@@ -76,6 +85,9 @@ _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 # matters when the event loop's thread is busy. A batch of up to this many rows is one
 # statement, and so one GIL hand-off; beyond it a statement's size buys nothing more.
 _ROWS_PER_STATEMENT = 1000
+# Longest the event loop waits for an idle database thread to pick a write up (see the
+# module docstring): a wake-up and the binding of one batch, with room for a slow wake-up.
+_HANDOFF_WAIT = 0.001
 
 
 def quote(identifier: str) -> str:
@@ -145,8 +157,12 @@ def _call(
     future: asyncio.Future[T],
     fn: Callable[..., T],
     args: tuple[Any, ...],
+    picked_up: threading.Lock | None,
 ) -> None:
-    """On the database thread: run ``fn(*args)`` and resolve ``future`` on its loop."""
+    """On the database thread: run ``fn(*args)`` and resolve ``future`` on its loop
+    (releasing ``picked_up`` first, for a caller waiting to hand the GIL over)."""
+    if picked_up is not None:
+        picked_up.release()
     if future.cancelled():  # a plain read; a cancel racing with it just lets the call run
         return
     try:
@@ -197,6 +213,7 @@ class Database:
     def __init__(self, path: str, busy_timeout: float) -> None:
         self.path = path
         self._users = 0
+        self._calls = 0  # submitted and not yet finished (read on the loop's thread)
         self._conn: sqlite3.Connection | None = None
         self._synchronous: int | None = None  # index into _SYNCHRONOUS
         self._max_variables = 999  # SQLite's limit on ? per statement; read on connect
@@ -247,10 +264,25 @@ class Database:
         # The thread resolves a future of the loop directly rather than through a
         # concurrent.futures.Future and wrap_future: one lock and one callback fewer per
         # call, on both threads -- per batch, that is a visible share on 2 vCPUs.
+        return await self._submit(fn, args, handoff=False)
+
+    async def _submit(self, fn: Callable[..., T], args: tuple[Any, ...], *, handoff: bool) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._thread.submit(_call, loop, future, fn, args)
-        return await future
+        picked_up = None
+        if handoff and not self._calls:  # the thread is idle: it takes this at once
+            picked_up = threading.Lock()
+            picked_up.acquire()
+        self._calls += 1
+        try:
+            self._thread.submit(_call, loop, future, fn, args, picked_up)
+            if picked_up is not None:
+                # Blocks the loop (GIL released) until the thread has the batch: see the
+                # module docstring.
+                picked_up.acquire(timeout=_HANDOFF_WAIT)
+            return await future
+        finally:
+            self._calls -= 1
 
     async def fetchall(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
         return await self.run(self._fetchall, sql, parameters)
@@ -275,10 +307,23 @@ class Database:
         future: asyncio.Future[list[tuple[int, Exception]]]
         future = asyncio.get_running_loop().create_future()
         self._writes.append((insert, values, future))
-        if not self._flush_queued:
-            self._flush_queued = True
-            self._thread.submit(self._flush)
-        return await future
+        if self._flush_queued:
+            return await future  # committed by the flush already queued, with the others
+        self._flush_queued = True
+        picked_up = None
+        if not self._calls:  # the thread is idle: it takes this at once
+            picked_up = threading.Lock()
+            picked_up.acquire()
+        self._calls += 1
+        try:
+            self._thread.submit(self._flush, picked_up)
+            if picked_up is not None:
+                # Blocks the loop (GIL released) until the thread has the batch: see the
+                # module docstring.
+                picked_up.acquire(timeout=_HANDOFF_WAIT)
+            return await future
+        finally:
+            self._calls -= 1
 
     # -- on the database thread --------------------------------------------------------
 
@@ -319,9 +364,12 @@ class Database:
     def _execute(self, sql: str, parameters: Sequence[Any]) -> None:
         self.conn.execute(sql, parameters)
 
-    def _flush(self) -> None:
+    def _flush(self, picked_up: threading.Lock | None) -> None:
         """Commit every write waiting (see the module docstring), then resolve their
-        futures on their loop, all at once."""
+        futures on their loop, all at once (releasing ``picked_up`` first, for a caller
+        waiting to hand the GIL over)."""
+        if picked_up is not None:
+            picked_up.release()
         self._flush_queued = False  # before taking them: a write queued later flushes again
         writes = []
         while self._writes:

@@ -20,7 +20,7 @@ class TextSource(BatchingSource):
     """Stream a text file as lists of up to ``batch_size`` records, one per line.
 
     Without ``delimiter`` a record is the line's text (without its line ending). With
-    ``delimiter`` (the seed's TXT files, e.g. ``"|"`` or ``";"``) the line is split on it
+    ``delimiter`` (the original's TXT files, e.g. ``"|"`` or ``";"``) the line is split on it
     -- plainly, no quoting (use :class:`CsvSource` for that) -- and the record is a dict
     when there are names (``fieldnames``, or the first line with ``header=True``), else
     the list of fields. ``types`` converts named columns as for :class:`CsvSource`.

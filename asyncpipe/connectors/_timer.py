@@ -1,6 +1,6 @@
 """TimerTrigger: a source that fires every ``interval`` seconds, on the loop's clock.
 
-``TimerTrigger(node, interval, max_runs=None)`` keeps the seed's signature and becomes
+``TimerTrigger(node, interval, max_runs=None)`` keeps the original's signature and becomes
 the source of a producer node::
 
     HandlerNode("generate", TimerTrigger(generate_transactions, interval=1.0, max_runs=10))

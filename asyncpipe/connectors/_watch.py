@@ -1,6 +1,6 @@
 """RequestTrigger: a source feeding each new file of a watched directory, exactly once.
 
-``RequestTrigger(node, suffix, watch_dir, poll_interval, max_checks)`` keeps the seed's
+``RequestTrigger(node, suffix, watch_dir, poll_interval, max_checks)`` keeps the original's
 signature and becomes the source of a producer node::
 
     scores = HandlerNode(

@@ -1,4 +1,4 @@
-"""The shipped demo: the seed's bank pipeline (``python -m asyncpipe.demo``)."""
+"""The shipped demo: the original's bank pipeline (``python -m asyncpipe.demo``)."""
 
 from importlib.util import find_spec as _find_spec
 

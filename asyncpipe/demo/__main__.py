@@ -1,4 +1,4 @@
-"""``python -m asyncpipe.demo``: the seed's bank pipeline, end to end.
+"""``python -m asyncpipe.demo``: the original's bank pipeline, end to end.
 
 Generates (or reuses) deterministic dirty data in ``--workdir``, runs the pipeline to
 completion with live progress, and prints a summary. ``--serve`` keeps it running with the
@@ -25,6 +25,7 @@ from rich.console import Console
 from .._executor import PipelineExecutor
 from .._runner import install_signal_handlers, run
 from ..ingest import IngestServer, serve
+from ..metrics import serve_metrics
 from ._data import Scale, generate
 from ._dedupe import DEDUPE_IDS
 from ._domain import RATES
@@ -49,7 +50,7 @@ SWITCH_INTERVAL = 0.0005
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m asyncpipe.demo",
-        description="The seed's bank pipeline on asyncpipe: clients, transactions and "
+        description="The original's bank pipeline on asyncpipe: clients, transactions and "
         "scores from SQLite, an inbox of TXT/CSV files, a timer and (with --serve) gRPC, "
         "normalised, classified, converted, scored by a model, aggregated into per-client "
         "profiles, stored in SQLite.",
@@ -119,7 +120,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "after that many others counts twice (~74 bytes each)",
     )
     parser.add_argument("--port", type=int, default=50051, help="gRPC port with --serve")
-    parser.add_argument("--host", default="127.0.0.1", help="gRPC address with --serve")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address of the gRPC service (with --serve) and of the metrics endpoint",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port, at /metrics; 0 picks a free one "
+        "(default: off)",
+    )
     parser.add_argument(
         "--verify",
         action="store_true",
@@ -228,17 +240,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _run(
     executor: PipelineExecutor, config: DemoConfig, args: argparse.Namespace, console: Console
 ) -> None:
-    async with _progress(executor, config, console, enabled=not args.quiet):
-        if args.serve:
-            server = bank_server(
-                executor,
-                clients="normalize",
-                transactions="classify",
-                scores="scores",
-                currencies=config.rates,  # what the converter knows, --rate included
-                host=args.host,
-                port=args.port,
-            )
+    server = None
+    if args.serve:
+        server = bank_server(
+            executor,
+            clients="normalize",
+            transactions="classify",
+            scores="scores",
+            currencies=config.rates,  # what the converter knows, --rate included
+            host=args.host,
+            port=args.port,
+        )
+    async with (
+        _metrics(executor, server, args, console),
+        _progress(executor, config, console, server, enabled=not args.quiet),
+    ):
+        if server is not None:
 
             def ready(server: IngestServer) -> None:
                 # A long-running service: keep everything made at start-up (modules,
@@ -260,14 +277,40 @@ async def _run(
 
 
 @contextlib.asynccontextmanager
-async def _progress(
-    executor: PipelineExecutor, config: DemoConfig, console: Console, *, enabled: bool
+async def _metrics(
+    executor: PipelineExecutor,
+    server: IngestServer | None,
+    args: argparse.Namespace,
+    console: Console,
 ) -> AsyncIterator[None]:
-    """The live table of per-node counters while the pipeline runs (none if not enabled)."""
+    """The Prometheus endpoint while the pipeline runs (none without --metrics-port)."""
+    if args.metrics_port is None:
+        yield
+        return
+    try:
+        endpoint = serve_metrics(executor, args.metrics_port, args.host, server=server)
+    except OSError as exc:
+        raise SystemExit(f"--metrics-port {args.metrics_port}: {exc}") from None
+    console.print(f"[bold]metrics[/] on {endpoint.url}", soft_wrap=True)
+    async with endpoint:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _progress(
+    executor: PipelineExecutor,
+    config: DemoConfig,
+    console: Console,
+    server: IngestServer | None,
+    *,
+    enabled: bool,
+) -> AsyncIterator[None]:
+    """The live table of per-node counters (and of the gRPC service, when it serves)
+    while the pipeline runs (none if not enabled)."""
     if not enabled:
         yield
         return
-    async with LiveView(executor, config.results, console).running():
+    async with LiveView(executor, config.results, console, server).running():
         yield
 
 

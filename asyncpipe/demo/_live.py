@@ -8,8 +8,10 @@ from the results table it writes, with the overall rows settled per second in th
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,9 +22,11 @@ from rich.table import Table
 
 from .._executor import PipelineExecutor
 from .._metrics import PipelineMetrics
+from ..ingest import IngestServer
+from ..ingest._stats import ServerMetrics
 from ._summary import STORED
 
-__all__ = ["LiveView", "live_table"]
+__all__ = ["LiveView", "Rates", "grpc_line", "live_table"]
 
 _CAPTION = (
     "msgs: messages (a batch of rows each); a sink's out: messages committed, rows: rows "
@@ -46,14 +50,48 @@ def stored_rows(database: Path) -> dict[str, int]:
     return counts
 
 
-def live_table(metrics: PipelineMetrics, rows: dict[str, int]) -> Table:
-    """The table for one snapshot; ``rows``: rows per results table (see stored_rows)."""
+class Rates:
+    """Requests/s and items/s over the last ``window`` seconds of samples."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self._samples: collections.deque[tuple[float, int, int]] = collections.deque()
+
+    def update(self, now: float, requests: int, items: int) -> tuple[float, float]:
+        samples = self._samples
+        samples.append((now, requests, items))
+        while len(samples) > 2 and now - samples[1][0] >= self.window:
+            samples.popleft()
+        then, requests_then, items_then = samples[0]
+        if now <= then:
+            return 0.0, 0.0
+        return (requests - requests_then) / (now - then), (items - items_then) / (now - then)
+
+
+def grpc_line(server: ServerMetrics, rates: tuple[float, float]) -> str:
+    """The gRPC service's figures in one line: batches and items (with their recent rates),
+    and the batches answered with an error status, by status."""
+    received = sum(m.items_received for m in server.methods.values())
+    errors = server.errors
+    failed = ", ".join(f"{code} {count:,}" for code, count in sorted(errors.items())) or "none"
+    return (
+        f"gRPC: {server.requests:,} requests ({rates[0]:,.0f}/s), {received:,} items "
+        f"({rates[1]:,.0f}/s); errors: {failed}"
+    )
+
+
+def live_table(metrics: PipelineMetrics, rows: dict[str, int], grpc: str | None = None) -> Table:
+    """The table for one snapshot; ``rows``: rows per results table (see stored_rows);
+    ``grpc``: the gRPC service's line (see grpc_line), under the title."""
     stored = sum(rows.get(table, 0) for table in STORED.values())
     dead = rows.get("dead_letters", 0)
     rate = (stored + dead) / metrics.uptime if metrics.uptime > 0 else 0.0
+    title = (
+        f"pipeline {metrics.state}, {metrics.uptime:.1f}s: {stored:,} rows stored, "
+        f"{dead:,} dead letters ({rate:,.0f} rows/s)"
+    )
     table = Table(
-        title=f"pipeline {metrics.state}, {metrics.uptime:.1f}s: {stored:,} rows stored, "
-        f"{dead:,} dead letters ({rate:,.0f} rows/s)",
+        title=title if grpc is None else f"{title}\n{grpc}",
         title_justify="left",
         caption=_CAPTION,
         caption_justify="left",
@@ -83,14 +121,29 @@ class LiveView:
     would leave its last frame glued to what is printed next.
     """
 
-    def __init__(self, executor: PipelineExecutor, database: Path, console: Console) -> None:
+    def __init__(
+        self,
+        executor: PipelineExecutor,
+        database: Path,
+        console: Console,
+        server: IngestServer | None = None,
+    ) -> None:
         self.executor = executor
         self.database = database
         self.console = console
+        self.server = server
         self.rows: dict[str, int] = {}
+        self._rates = Rates()
+        self._rates.update(time.monotonic(), 0, 0)  # until a window has passed: since now
 
     def table(self) -> Table:
-        return live_table(self.executor.metrics(), self.rows)
+        line = None
+        if self.server is not None:
+            served = self.server.metrics()
+            received = sum(m.items_received for m in served.methods.values())
+            rates = self._rates.update(time.monotonic(), served.requests, received)
+            line = grpc_line(served, rates)
+        return live_table(self.executor.metrics(), self.rows, line)
 
     async def _poll(self) -> None:
         self.rows = await asyncio.to_thread(stored_rows, self.database)

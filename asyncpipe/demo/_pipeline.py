@@ -1,4 +1,4 @@
-"""The demo's DAG (after the seed's ``pipeline_flow.png``), wired from connectors and stages."""
+"""The demo's DAG (after the original's ``pipeline_flow.png``), wired from connectors and stages."""
 
 from __future__ import annotations
 

@@ -19,8 +19,10 @@ if _find_spec("grpc") is None:
 from .._exports import claim_module as _claim_module
 from ._client import RETRYABLE, IngestClient, IngestStream, new_batch_id
 from ._intake import Ack
+from ._processes import serve_processes
 from ._routes import Invalid, Route, quoted
 from ._server import IngestServer, serve
+from ._stats import MethodMetrics, ServerMetrics
 
 __all__ = [
     "RETRYABLE",
@@ -29,10 +31,13 @@ __all__ = [
     "IngestServer",
     "IngestStream",
     "Invalid",
+    "MethodMetrics",
     "Route",
+    "ServerMetrics",
     "new_batch_id",
     "quoted",
     "serve",
+    "serve_processes",
 ]
 
 _claim_module(globals(), __all__, __name__)

@@ -58,6 +58,7 @@ from ._routes import Route
 from ._service import Service
 from ._servicer import Servicer
 from ._shedding import LoadEstimator
+from ._stats import ServerMetrics, ServerStats
 
 __all__ = ["IngestServer", "serve"]
 
@@ -154,6 +155,8 @@ class IngestServer:
         self.calls = CallTracker()
         #: Clients that sent malformed requests (each logged once).
         self.malformed = MalformedLog()
+        #: Batches answered per method and status, their latency, items (see metrics()).
+        self.stats = ServerStats(self.service.methods)
         self._intake = Intake(
             executor,
             ack=ack,
@@ -186,6 +189,11 @@ class IngestServer:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def metrics(self) -> ServerMetrics:
+        """A snapshot of the batches answered per method and status, their latency and
+        items, and the calls in flight (:mod:`asyncpipe.metrics` exposes it to Prometheus)."""
+        return ServerMetrics.of(self)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ flight): a client that stops writing at its first refusal then always sees the
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ import grpc
 from ._codec import Malformed
 from ._routes import Route
 from ._service import Method
+from ._stats import counted_unary
 from ._status import Refused
 
 if TYPE_CHECKING:
@@ -59,7 +61,7 @@ class Servicer:
         async def unary(request: Any, context: Context) -> Any:
             return await self._unary(method, request, context)
 
-        return unary
+        return counted_unary(unary, server.stats.methods[method.name], method)
 
     async def _unary(self, method: Method, batch: Any, context: Context) -> Any:
         server = self._server
@@ -88,6 +90,7 @@ class _Stream:
         self._server = server
         self._method = method
         self._context = context
+        self._stats = server.stats.methods[method.name]
         self._window = asyncio.Semaphore(server.stream_window)
         self._writing = asyncio.Lock()
         self._answering: set[asyncio.Task[None]] = set()
@@ -182,13 +185,18 @@ class _Stream:
                 return refused, None
             refused += 1
             following = self._reading = asyncio.ensure_future(anext(requests))
-            await self._write(
-                self._refusal(request, grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            refusal = self._refusal(
+                request, grpc.StatusCode.UNAVAILABLE, "the server is shutting down"
             )
+            self._stats.replied(refusal, 0.0)
+            await self._write(refusal)
 
     async def _answer(self, request: Any) -> None:
         try:
-            await self._write(await self._one(request))
+            started = time.perf_counter()
+            reply = await self._one(request)
+            self._stats.replied(reply, time.perf_counter() - started)
+            await self._write(reply)
         finally:
             self._window.release()
 

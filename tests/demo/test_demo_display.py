@@ -7,12 +7,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from demo_helpers import AS_OF
 
 from asyncpipe._metrics import NodeMetrics, PipelineMetrics
-from asyncpipe.demo._live import live_table
+from asyncpipe.demo._live import Rates, grpc_line, live_table
 from asyncpipe.demo._summary import group_dead_letters, template
+from asyncpipe.ingest import MethodMetrics, ServerMetrics
 
 SMALL_ARGS = ["--clients", "200", "--transactions", "1000", "--new", "400", "--as-of", AS_OF]
 
@@ -60,7 +62,7 @@ def test_template_replaces_quoted_values_and_numbers_only() -> None:
 
 
 def node(name: str, **counts: int) -> NodeMetrics:
-    fields = dict.fromkeys(
+    fields: dict[str, Any] = dict.fromkeys(
         ("received", "emitted", "committed", "filtered", "errors", "retries"), 0
     ) | dict.fromkeys(("dead_letters", "skipped", "busy", "workers", "queue_high_water"), 0)
     fields |= {"queue_depth": 0, "queue_capacity": 128, **counts}
@@ -84,6 +86,51 @@ def test_live_table_shows_sinks_committed_messages_and_rows_and_the_rate() -> No
     assert cells["rows"] == ["", "8,000"]
     assert cells["queue"] == ["3/128", "0/128"]
     assert "msgs: messages" in str(table.caption)
+
+
+def method(name: str, requests: dict[str, int], items: int) -> MethodMetrics:
+    return MethodMetrics(
+        name=name,
+        requests=requests,
+        items_received=items,
+        items_acknowledged=items,
+        items_rejected=0,
+        latency_count=sum(requests.values()),
+        latency_sum=0.0,
+        latency_buckets=(),
+    )
+
+
+def test_the_grpc_line_gives_requests_items_their_rates_and_errors_by_status() -> None:
+    served = ServerMetrics(
+        service="asyncpipe.demo.v1.IngestionService",
+        methods={
+            "IngestTransactions": method(
+                "IngestTransactions", {"OK": 1200, "RESOURCE_EXHAUSTED": 3}, 240_000
+            ),
+            "IngestStream": method("IngestStream", {"OK": 40, "INVALID_ARGUMENT": 1}, 8_000),
+        },
+        calls_in_flight=0,
+        serving=True,
+    )
+    line = grpc_line(served, (245.4, 49_080.0))
+    assert line == (
+        "gRPC: 1,244 requests (245/s), 248,000 items (49,080/s); "
+        "errors: INVALID_ARGUMENT 1, RESOURCE_EXHAUSTED 3"
+    )
+    metrics = PipelineMetrics(state="running", nodes={}, worker_restarts=0, uptime=1.0)
+    assert str(live_table(metrics, {}, line).title).endswith("\n" + line)
+    idle = ServerMetrics(service="s", methods={}, calls_in_flight=0, serving=True)
+    assert grpc_line(idle, (0.0, 0.0)).endswith("errors: none")
+
+
+def test_rates_are_over_the_last_window_of_samples() -> None:
+    rates = Rates(window=5.0)
+    assert rates.update(0.0, 0, 0) == (0.0, 0.0)
+    assert rates.update(2.0, 100, 1000) == (50.0, 500.0)  # since the first sample
+    rates.update(6.0, 300, 3000)
+    # At 12 s the samples of 0 s and 2 s are more than a window old; 6 s is the base.
+    assert rates.update(12.0, 900, 9000) == (100.0, 1000.0)
 
 
 async def test_the_run_writes_the_mermaid_file_and_ends_with_the_summary(tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ async def test_quick_sweep_starts_the_demo_server_and_checks_integrity(tmp_path:
     png = (out / "rtt.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     assert (out / "levels.csv").read_text().count("\n") == 3
-    assert "seed mean" in stdout.decode()
+    assert "original mean" in stdout.decode()
 
 
 class Counting:
