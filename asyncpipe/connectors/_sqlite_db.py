@@ -32,6 +32,15 @@ SQLite, and the loop parses the next batch while SQLite writes this one: one GIL
 per batch, in the order that lets the two threads overlap. The loop never waits on a
 thread that is busy (another node's transaction), nor on the write itself.
 
+Writes queued while the thread is busy are committed together: the thread takes every
+write waiting when it gets to them and runs them in one transaction (each write's future
+resolves once that transaction has committed, with one wake-up of the event loop for all
+of them). Under load a batch then costs a share of a commit and of a hand-off instead of
+one of each; the thread hand-offs, each waiting for the event loop to let go of the GIL,
+were what bounded the sinks' throughput. If the joint transaction fails, it is rolled
+back and its writes are run again one by one, so a write fails (or dead-letters rows)
+only for its own data, as when it runs alone.
+
 The database is put in WAL mode (readers do not block the writer and vice versa) with
 ``synchronous=NORMAL`` by default: a committed transaction survives a crash of the
 process; after a power loss the last transactions may roll back. Ask for ``"FULL"`` to
@@ -41,6 +50,7 @@ make every commit durable against power loss too (slower).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import operator
 import sqlite3
@@ -163,6 +173,17 @@ def _call(
         loop.call_soon_threadsafe(_resolve, future, result, None)
 
 
+#: A write waiting for the database thread: the statement, the values, the caller's future.
+_Write = tuple[Insert, list[Any], "asyncio.Future[list[tuple[int, Exception]]]"]
+#: What became of a write: its rows' failures, or the error that failed it.
+_Outcome = tuple[list[tuple[int, Exception]] | None, BaseException | None]
+
+
+def _resolve_all(resolved: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, exc in resolved:
+        _resolve(future, result, exc)
+
+
 def _resolve(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
     if future.done():  # the caller was cancelled meanwhile
         return
@@ -198,6 +219,9 @@ class Database:
         self._max_variables = 999  # SQLite's limit on ? per statement; read on connect
         # One thread: calls run one at a time, in the order they were made.
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"asyncpipe-sqlite:{path}")
+        # Writes waiting for the thread, and whether a flush of them is queued there.
+        self._writes: collections.deque[_Write] = collections.deque()
+        self._flush_queued = False
         self._ready: Future[None] = self._thread.submit(self._connect, busy_timeout)
 
     def __repr__(self) -> str:
@@ -280,7 +304,26 @@ class Database:
             raise ValueError(f"{len(values)} values do not make rows of {len(insert.columns)}")
         if not values:
             return []
-        return await self._submit(self._write, (insert, values), handoff=True)
+        future: asyncio.Future[list[tuple[int, Exception]]]
+        future = asyncio.get_running_loop().create_future()
+        self._writes.append((insert, values, future))
+        if self._flush_queued:
+            return await future  # committed by the flush already queued, with the others
+        self._flush_queued = True
+        picked_up = None
+        if not self._calls:  # the thread is idle: it takes this at once
+            picked_up = threading.Lock()
+            picked_up.acquire()
+        self._calls += 1
+        try:
+            self._thread.submit(self._flush, picked_up)
+            if picked_up is not None:
+                # Blocks the loop (GIL released) until the thread has the batch: see the
+                # module docstring.
+                picked_up.acquire(timeout=_HANDOFF_WAIT)
+            return await future
+        finally:
+            self._calls -= 1
 
     # -- on the database thread --------------------------------------------------------
 
@@ -321,22 +364,74 @@ class Database:
     def _execute(self, sql: str, parameters: Sequence[Any]) -> None:
         self.conn.execute(sql, parameters)
 
+    def _flush(self, picked_up: threading.Lock | None) -> None:
+        """Commit every write waiting (see the module docstring), then resolve their
+        futures on their loop, all at once (releasing ``picked_up`` first, for a caller
+        waiting to hand the GIL over)."""
+        if picked_up is not None:
+            picked_up.release()
+        self._flush_queued = False  # before taking them: a write queued later flushes again
+        writes = []
+        while self._writes:
+            write = self._writes.popleft()
+            if not write[2].cancelled():  # a plain read; a cancel racing with it lets it run
+                writes.append(write)
+        if not writes:
+            return
+        outcomes = self._write_together(writes) if len(writes) > 1 else None
+        if outcomes is None:  # alone, or the joint transaction failed: one by one
+            outcomes = [self._outcome(insert, values) for insert, values, _ in writes]
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for (_, _, future), (result, error) in zip(writes, outcomes, strict=True):
+            by_loop.setdefault(future.get_loop(), []).append((future, result, error))
+        for loop, resolved in by_loop.items():
+            loop.call_soon_threadsafe(_resolve_all, resolved)
+
+    def _outcome(self, insert: Insert, values: list[Any]) -> _Outcome:
+        try:
+            return self._write(insert, values), None
+        except BaseException as exc:
+            return None, exc
+
+    def _write_together(self, writes: list[_Write]) -> list[_Outcome] | None:
+        """``writes`` in one transaction: an empty list of failures for each, or None
+        (rolled back) if any statement failed."""
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for insert, values, _ in writes:
+                for sql, part in self._statements(insert, values):
+                    conn.execute(sql, part)
+            conn.execute("COMMIT")
+        except Exception:
+            self._rollback()
+            return None
+        return [([], None)] * len(writes)
+
+    def _statements(self, insert: Insert, values: list[Any]) -> list[tuple[str, list[Any]]]:
+        """The statements inserting the rows of ``values``, with their parameters."""
+        width = len(insert.columns)
+        per = max(1, min(_ROWS_PER_STATEMENT, self._max_variables // width)) * width
+        if len(values) <= per:
+            return [(insert.sql(len(values) // width), values)]
+        parts = [values[start : start + per] for start in range(0, len(values), per)]
+        return [(insert.sql(len(part) // width), part) for part in parts]
+
     def _write(self, insert: Insert, values: list[Any]) -> list[tuple[int, Exception]]:
         conn = self.conn
         width = len(insert.columns)
-        per = max(1, min(_ROWS_PER_STATEMENT, self._max_variables // width)) * width
         try:
-            if len(values) <= per:
+            statements = self._statements(insert, values)
+            if len(statements) == 1:
                 # One statement is a transaction of its own (autocommit): it takes the
                 # write lock when it starts, like BEGIN IMMEDIATE, and commits as it ends.
                 # Without BEGIN and COMMIT a batch releases and retakes the GIL once,
                 # rather than three times -- each a wait while the event loop holds it.
-                conn.execute(insert.sql(len(values) // width), values)
+                conn.execute(*statements[0])
                 return []
             conn.execute("BEGIN IMMEDIATE")
-            for start in range(0, len(values), per):
-                part = values[start : start + per]
-                conn.execute(insert.sql(len(part) // width), part)
+            for sql, part in statements:
+                conn.execute(sql, part)
             conn.execute("COMMIT")
             return []
         except DATA_ERRORS:

@@ -39,6 +39,14 @@ from .service import bank_server
 
 logger = logging.getLogger("asyncpipe.demo")
 
+#: Seconds a thread waiting for the GIL waits before the running thread must let it go
+#: (``sys.setswitchinterval``; Python's default is 0.005). The event loop runs Python
+#: almost without a pause under load, so each hand-off to a sink's thread -- the SQLite
+#: writer, the CSV file's -- waited ~5 ms to start and again to finish: a table sink took
+#: ~12 ms per batch at 20 clients and capped the pipeline. At 0.5 ms those threads get
+#: their turn within a fraction of a millisecond (docs/performance.md).
+SWITCH_INTERVAL = 0.0005
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -92,7 +100,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--workers",
         type=_positive,
         default=None,
-        help="process-pool size for the risk model (default: the CPU count)",
+        help="process-pool size for the risk model, with --risk-in-pool (default: the CPU count)",
+    )
+    parser.add_argument(
+        "--risk-in-pool",
+        action="store_true",
+        help="run the risk model in worker processes (cpu=True) rather than on the event "
+        "loop: a showcase of offloading, slower for this small model (default: off)",
     )
     parser.add_argument(
         "--serve",
@@ -178,6 +192,7 @@ def _rates(specs: list[str]) -> dict[str, float]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -198,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve=args.serve,
         max_workers=args.workers,
         dedupe_ttl=args.dedupe_ttl,
+        risk_in_pool=args.risk_in_pool,
     )
     started = time.perf_counter()
     with console.status("generating input data (Faker pt_BR)..."):

@@ -1,8 +1,12 @@
 """The risk model: a scikit-learn decision tree flagging suspicious transactions.
 
-Trained at start-up on a generated labelled set (deterministic from the seed); inference
-runs in the process pool: :class:`RiskModel` carries the fitted tree as bytes, so it is
-shipped to each worker once and unpickled there once, in ``setup()``.
+Trained at start-up on a generated labelled set (deterministic from the seed).
+:class:`RiskModel` carries the fitted tree as bytes and unpickles it once, in ``setup()``:
+in the event loop's process by default, or in each worker of the process pool when the
+node is ``cpu=True`` (the demo's ``--risk-in-pool``). A depth-6 tree predicts 200
+transactions in ~10 µs once their features are built: the pool's round trip (pickling the
+batch both ways, two helper threads, a process wake-up: 0.5 ms quiet, ~3 ms on a busy
+host) costs far more than the work, so the demo runs it on the loop.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .._handler import BaseHandler, reject
 from ._domain import CATEGORIES, MAX_AMOUNT_BRL, amount_problem
@@ -97,8 +103,8 @@ def trained(directory: Path, seed: int) -> bytes:
 
 
 class RiskModel(BaseHandler):
-    """Sets ``suspicious`` (0/1) on each transaction of a batch. Meant for ``cpu=True``:
-    the model is unpickled once per worker process, in ``setup()``.
+    """Sets ``suspicious`` (0/1) on each transaction of a batch. The model is unpickled
+    once per process that runs it (each worker's, with ``cpu=True``), in ``setup()``.
 
     A transaction whose ``amount_brl`` is not a finite number within
     ``0..MAX_AMOUNT_BRL`` is dead-lettered, not predicted: the tree works in float32 and
@@ -123,14 +129,22 @@ class RiskModel(BaseHandler):
                 reject(record, problem, index=index)
         if not fit:
             return None
-        batch = fit
-        flags = self.model.predict(features(batch))
-        for record, flag in zip(batch, flags, strict=True):
-            record["suspicious"] = int(flag)
-        return batch
+        for record, flag in zip(fit, self._flags(fit), strict=True):
+            record["suspicious"] = flag
+        return fit
 
     def predict(self, batch: list[dict[str, Any]]) -> list[int]:
         """The flags for ``batch`` (for the reference computation, in this process)."""
         if self.model is None:
             self.model = pickle.loads(self.model_bytes)  # our own bytes, not untrusted input
-        return [int(f) for f in self.model.predict(features(batch))] if batch else []
+        return self._flags(batch) if batch else []
+
+    def _flags(self, batch: Sequence[Mapping[str, Any]]) -> list[int]:
+        """What ``self.model.predict`` answers, without its input checks (~0.2 ms a batch,
+        20 times the tree's own work): the features as the float32 array it would make,
+        the fitted tree's class probabilities, the likeliest class of each row."""
+        rows = np.asarray(features(batch), dtype=np.float32)
+        classes: list[int] = self.model.classes_.take(
+            self.model.tree_.predict(rows).argmax(axis=1)
+        ).tolist()
+        return classes

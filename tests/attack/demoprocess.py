@@ -30,7 +30,9 @@ _ADDRESS = re.compile(r"gRPC on (127\.0\.0\.1:(\d+))")
 class DemoProcess:
     """One run of the demo server; :meth:`ready` waits until it serves."""
 
-    def __init__(self, workdir: Path, port: int = 0, generation: int = 0) -> None:
+    def __init__(
+        self, workdir: Path, port: int = 0, generation: int = 0, extra: tuple[str, ...] = ()
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"server-{generation}.log"
@@ -51,6 +53,7 @@ class DemoProcess:
                     "--workdir",
                     str(workdir),
                     *SMALL,
+                    *extra,
                 ],
                 stdout=subprocess.PIPE,
                 stderr=log,  # a file: a pipe nobody reads could fill up and block it

@@ -187,7 +187,9 @@ async def test_sigkill_mid_load_loses_nothing_acknowledged_and_duplicates_nothin
 
 @pytest.mark.timeout(90)
 async def test_sigkill_leaves_no_descendant_process(tmp_path: Path) -> None:
-    server = DemoProcess(tmp_path / "demo")
+    # The risk model in the process pool (the demo runs it on the event loop by default):
+    # worker processes for the SIGKILL to orphan.
+    server = DemoProcess(tmp_path / "demo", extra=("--risk-in-pool",))
     below: list[tuple[int, str]] = []
     try:
         async with RawClient(await server.ready()) as raw:

@@ -76,6 +76,40 @@ def test_ingest_help_lists_every_option_with_its_default() -> None:
         assert "(default:" in entry, entry
 
 
+def test_timeline_help_lists_every_option_with_its_default() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.timeline", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    options = done.stdout.split("options:", 1)[1]
+    entries = options.split("\n  --")[1:]
+    assert len(entries) == 6
+    for entry in entries:
+        assert "(default:" in entry, entry
+
+
+@pytest.mark.timeout(240)  # the demo's start-up: data, model, pipeline
+def test_the_timeline_follows_a_lone_batch_through_every_stage() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.timeline", "--batches", "10"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    probes = [line.split()[0] for line in done.stdout.splitlines() if line[:1].isalpha()]
+    stages = ["decode>", "intake.convert<", "classify>", "convert>", "risk>"]
+    stages += ["store_transactions>", "aggregate>", "store_profiles<", "receipt.resolved"]
+    stages += ["encode<"]
+    assert [p for p in probes if p in stages] == stages  # each seen, in the batch's order
+    assert "9 lone batches" in done.stdout  # the first tenth warms up
+
+
 def test_dask_sweep_runs_on_a_local_cluster_and_reports_the_break_even(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

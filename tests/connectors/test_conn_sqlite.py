@@ -327,3 +327,68 @@ async def test_with_two_workers_batches_are_written_in_arrival_order(tmp_path: P
     save = HandlerNode("save", sink, [src], workers=2, capacity=4)
     await run_pipeline([src], [save], timeout=TIMEOUT)
     assert query(db, "SELECT name, score FROM clients") == [("v59", 59.0)]
+
+
+async def _queued_behind_a_busy_thread(
+    db: _sqlite_db.Database, writes: list[tuple[_sqlite_db.Insert, list[Any]]]
+) -> list[Any]:
+    """Make ``writes`` while the database thread is taken, then let it go: their results."""
+    busy, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        busy.set()
+        release.wait(TIMEOUT)
+
+    holding = asyncio.create_task(db.run(hold))
+    await asyncio.to_thread(busy.wait, TIMEOUT)
+    tasks = [asyncio.create_task(db.write(insert, values)) for insert, values in writes]
+    await asyncio.sleep(0)  # every write queued behind hold()
+    release.set()
+    await holding
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_writes_queued_behind_a_busy_thread_commit_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    groups: list[int] = []
+    together = _sqlite_db.Database._write_together
+
+    def spy(self: _sqlite_db.Database, writes: list[Any]) -> Any:
+        groups.append(len(writes))
+        return together(self, writes)
+
+    monkeypatch.setattr(_sqlite_db.Database, "_write_together", spy)
+    path = tmp_path / "group.db"
+    db = await _sqlite_db.Database.acquire(str(path), busy_timeout=1.0, synchronous="NORMAL")
+    try:
+        await db.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")
+        await db.execute("CREATE TABLE u (a INTEGER PRIMARY KEY)")
+        t, u = _sqlite_db.Insert("t", ["a", "b"], ["a"]), _sqlite_db.Insert("u", ["a"])
+        results = await _queued_behind_a_busy_thread(
+            db, [(t, [1, "x", 2, "y"]), (u, [1]), (t, [1, "z"]), (u, [2, 3])]
+        )
+        assert results == [[], [], [], []]
+        assert groups == [4]  # one transaction for the four
+        assert await db.write(u, [4]) == [] and groups == [4]  # alone: a statement of its own
+    finally:
+        await db.release()
+    assert query(path, "SELECT * FROM t ORDER BY a") == [(1, "z"), (2, "y")]  # in order
+    assert query(path, "SELECT * FROM u ORDER BY a") == [(1,), (2,), (3,), (4,)]
+
+
+async def test_a_bad_row_in_a_joint_commit_costs_only_itself(tmp_path: Path) -> None:
+    path = tmp_path / "group-bad.db"
+    db = await _sqlite_db.Database.acquire(str(path), busy_timeout=1.0, synchronous="NORMAL")
+    try:
+        await db.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT NOT NULL)")
+        t = _sqlite_db.Insert("t", ["a", "b"], ["a"])
+        first, second, third = await _queued_behind_a_busy_thread(
+            db, [(t, [1, "a"]), (t, [2, None, 3, "c"]), (t, [4, "d"])]
+        )
+    finally:
+        await db.release()
+    assert first == [] and third == []
+    [(index, error)] = second
+    assert index == 0 and isinstance(error, sqlite3.IntegrityError)
+    assert query(path, "SELECT a FROM t ORDER BY a") == [(1,), (3,), (4,)]

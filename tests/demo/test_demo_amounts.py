@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextvars
 import json
 import pickle
+import random
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,8 @@ from demo_helpers import AS_OF, SMALL, config_for, model_for, run_demo
 
 from asyncpipe._handler import Rejection, collect_rejections
 from asyncpipe.demo._data import inbox_path
-from asyncpipe.demo._domain import amount_problem
-from asyncpipe.demo._model import RiskModel
+from asyncpipe.demo._domain import CATEGORIES, amount_problem
+from asyncpipe.demo._model import RiskModel, features
 from asyncpipe.demo._reference import compare, compute
 
 
@@ -39,6 +40,23 @@ from asyncpipe.demo._reference import compare, compute
 )
 def test_an_amount_is_a_finite_number_within_the_bound(amount: Any, reason: str | None) -> None:
     assert amount_problem(amount) == reason
+
+
+def test_the_risk_model_flags_what_scikit_learns_predict_does() -> None:
+    model = RiskModel(model_for(SMALL))
+    rng = random.Random(7)
+    batch = [
+        {
+            "amount_brl": round(rng.expovariate(1 / 2000), 2) if i else 1e13,  # the bound
+            "date": f"2026-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}",
+            "currency": rng.choice(["BRL", "USD", "EUR", "XYZ"]),
+            "category": rng.choice([*CATEGORIES, "unknown"]),
+        }
+        for i in range(2000)
+    ]
+    flags = model.predict(batch)  # the fitted tree without scikit-learn's input checks
+    expected = [int(flag) for flag in model.model.predict(features(batch))]
+    assert flags == expected and 0 < sum(flags) < len(flags)
 
 
 def test_the_risk_model_dead_letters_an_amount_past_float32_and_predicts_the_rest() -> None:
