@@ -104,7 +104,7 @@ def test_the_timeline_follows_a_lone_batch_through_every_stage() -> None:
     )
     probes = [line.split()[0] for line in done.stdout.splitlines() if line[:1].isalpha()]
     stages = ["decode>", "intake.convert<", "classify>", "convert>", "risk>"]
-    stages += ["store_transactions>", "aggregate>", "store_profiles<", "receipt.resolved"]
+    stages += ["store_transactions>", "profiles>", "store_profiles<", "receipt.resolved"]
     stages += ["encode<"]
     assert [p for p in probes if p in stages] == stages  # each seen, in the batch's order
     assert "9 lone batches" in done.stdout  # the first tenth warms up

@@ -170,7 +170,7 @@ def test_help_gives_every_option_a_help_text_and_its_default() -> None:
     options = done.stdout.split("options:", 1)[1]
     # One entry per option (-h aside), its help ending in its default; wrapping undone.
     entries = [" ".join(e.split()) for e in re.split(r"\n  (?=-)", options)[2:]]
-    assert len(entries) == 17
+    assert len(entries) == 18
     for entry in entries:
         assert "(default:" in entry, entry
     for option, default in [
