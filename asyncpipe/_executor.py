@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._deadletter import DeadLetter, DeadLetterSink, MemoryDeadLetterSink
 from ._errors import AsyncpipeError, PipelineAborted, PipelineClosed
@@ -41,6 +41,9 @@ from ._runner import install_signal_handlers, no_running_loop, run
 from ._tasks import first_done
 from ._wiring import Wiring
 from ._worker import exit_if_importing_main
+
+if TYPE_CHECKING:
+    from .state import StateStore
 
 __all__ = ["ExecutorState", "PipelineExecutor"]
 
@@ -85,6 +88,10 @@ class PipelineExecutor:
             called before the run and after it (both should be idempotent).
         crash_retries: times a message is retried after its worker process died.
         mp_context: multiprocessing context of the owned pool (default: forkserver on Linux).
+        state_store: where stateful nodes (:mod:`asyncpipe.state`) keep their state, e.g.
+            ``asyncpipe.state.SqliteStateStore(path)`` to survive restarts; default: an
+            ``asyncpipe.state.MemoryStateStore`` (nothing survives the process). Opened
+            before the handlers are set up, closed after they are torn down.
 
     Raises :class:`GraphError` (and ``TypeError`` for handlers of ``cpu=True`` nodes that
     cannot be pickled) before anything runs.
@@ -101,6 +108,7 @@ class PipelineExecutor:
         dead_letter_sink: DeadLetterSink | None = None,
         crash_retries: int = 2,
         mp_context: Any = None,
+        state_store: StateStore | None = None,
     ) -> None:
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError(f"idle_timeout must be > 0, got {idle_timeout}")
@@ -110,6 +118,11 @@ class PipelineExecutor:
         self.idle_timeout = idle_timeout
         self.dead_letter_sink: DeadLetterSink = dead_letter_sink or MemoryDeadLetterSink()
         self.max_workers = max_workers or default_pool_size()
+        if state_store is None:
+            from .state import MemoryStateStore  # the state package builds on the core
+
+            state_store = MemoryStateStore()
+        self.state_store: StateStore = state_store
         self._state = ExecutorState.CREATED
         # asyncio.Event binds to a loop only when first waited on, so these can be made here.
         self._stop_requested = asyncio.Event()
@@ -125,6 +138,7 @@ class PipelineExecutor:
             max_workers=self.max_workers,
             executor=executor,
             pool_options={"mp_context": mp_context, "crash_retries": crash_retries},
+            state_store=state_store,
         )
         self._intake = self._wiring.intake
         self._resources = self._wiring.resources

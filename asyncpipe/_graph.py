@@ -7,6 +7,7 @@ is :class:`asyncpipe.PipelineExecutor`'s job.
 from __future__ import annotations
 
 import enum
+import operator
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
@@ -14,6 +15,7 @@ from typing import Any
 
 from ._errors import GraphError
 from ._handler import Adapted, adapt, as_source, describe
+from ._keys import KeyFunction
 
 __all__ = ["DEFAULT_CAPACITY", "ErrorPolicy", "Graph", "HandlerNode"]
 
@@ -59,6 +61,14 @@ class HandlerNode:
             only the failing ones are dead-lettered (or skipped), each with its own error
             and index. Default: on for ``on_error="dead_letter"``, off otherwise; not
             possible with ``on_error="fail"``.
+        key: a function of a record returning its key, or the name of the field that
+            holds it (``key="client_id"``). Each list message is split by the
+            key of its records (a message that is not a list is one record) and each part
+            goes to one of the node's ``workers`` lanes, chosen by
+            :func:`asyncpipe.state.stable_hash` of the key: one key is always handled by
+            one lane, one message at a time, in arrival order (outputs of different keys
+            may overtake each other). Receipts follow every part. Stateful handlers
+            (:mod:`asyncpipe.state`) keep their state per key.
     """
 
     def __init__(
@@ -79,6 +89,7 @@ class HandlerNode:
         max_backoff: float = 10.0,
         on_error: ErrorPolicy | str = ErrorPolicy.DEAD_LETTER,
         isolate_failures: bool | None = None,
+        key: KeyFunction | str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"node name must be a non-empty string, got {name!r}")
@@ -121,6 +132,19 @@ class HandlerNode:
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        #: The field ``key=`` names, when it names one (stateful handlers read it inline).
+        self.key_field = key if isinstance(key, str) else None
+        if isinstance(key, str):
+            key = operator.itemgetter(key)
+        elif key is not None and not callable(key):
+            raise TypeError(
+                f"node {name!r}: key must be a function of a record or a field name, got {key!r}"
+            )
+        self.key: KeyFunction | None = key
+        #: A stateful handler's lane factory (see asyncpipe.state), else None.
+        self.stateful = None if self.handler is None else stateful_lanes(self.handler.obj)
+        if self.stateful is not None:
+            _check_stateful(self)
         if self.cpu and self.handler is None:
             raise ValueError(f"node {name!r}: cpu=True needs a handler to run")
         if parallel and (self.handler is None or self.handler.streams):
@@ -170,6 +194,31 @@ def _source_or_handler(name: str, handler: Any) -> tuple[Callable[[], Any] | Non
         return None, adapt(handler)
     except TypeError as exc:
         raise TypeError(f"node {name!r}: {exc}") from None
+
+
+def stateful_lanes(handler: Any) -> Any:
+    """The hook a stateful handler (``asyncpipe.state``) offers the runtime, or None."""
+    return getattr(handler, "_asyncpipe_lanes", None)
+
+
+def _check_stateful(node: HandlerNode) -> None:
+    problems = [
+        option
+        for option, used in (
+            ("cpu=True", node.cpu),
+            ("parallel=True", node.parallel),
+            ("retries", node.retries > 0),
+            ("on_error='skip'", node.on_error is ErrorPolicy.SKIP),
+        )
+        if used
+    ]
+    if problems:
+        raise ValueError(
+            f"node {node.name!r}: a stateful handler runs on the event loop, one message at "
+            f"a time per key; not possible with {', '.join(problems)}"
+        )
+    if node.key is None and (node.workers or 1) > 1:
+        raise ValueError(f"node {node.name!r}: a stateful handler with workers > 1 needs key=")
 
 
 def _check_positive(node: str, **values: int) -> None:
@@ -291,6 +340,8 @@ def _mermaid_label(node: HandlerNode) -> str:
         notes.append("cpu")
     if node.workers and node.workers > 1:
         notes.append(f"workers={node.workers}")
+    if node.key is not None:
+        notes.append("keyed")
     if node.parallel:
         notes.append(f"chunks={node.chunks}")
     text = node.name.replace('"', "#quot;")

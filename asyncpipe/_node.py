@@ -22,6 +22,7 @@ from ._errors import ChannelClosed
 from ._graph import HandlerNode
 from ._handler import Kind, Rejection, _rejections, collect_rejections
 from ._invoke import EmitOne, Invoker, not_ours
+from ._lanes import dispatch
 from ._metrics import NodeStats
 from ._offload import WorkerPool
 from ._outputs import Envelope, OutputClosed, Outputs, count_dropped
@@ -42,6 +43,7 @@ class NodeRuntime:
         workers: int,
         pool: WorkerPool | None,
         dead_letter: DeadLetterWriter,
+        state_store: Any = None,
     ) -> None:
         self.node = node
         self.name = node.name
@@ -52,19 +54,29 @@ class NodeRuntime:
         self.invoke = Invoker(node, pool)  # pickles a cpu handler now: a bad one fails here
         self.failures = Failures(node, self.stats, dead_letter)
         self.attempts = Attempts(node, self.invoke, self.outputs, self.failures)
+        #: Where a stateful handler keeps its state (an ``asyncpipe.state.StateStore``).
+        self.state_store = state_store
 
     async def run(self) -> None:
         """Process the inbox until it is closed and drained, then close the outputs."""
         try:
-            if self.workers == 1:
-                await self._serial()
-            elif self.node.ordered:
-                await self._ordered()
+            if self.node.stateful is not None:
+                # A stateful handler runs its lanes, its commits and its finish() itself.
+                await self.node.stateful(self)
             else:
-                async with asyncio.TaskGroup() as group:
-                    for i in range(self.workers):
-                        group.create_task(self._serial(), name=f"asyncpipe:{self.name}:{i}")
-            await self._finish()
+                if self.node.key is not None and self.workers > 1:
+                    await self._keyed()
+                elif self.workers == 1:
+                    await self._serial(self.inbox)
+                elif self.node.ordered:
+                    await self._ordered()
+                else:
+                    async with asyncio.TaskGroup() as group:
+                        for i in range(self.workers):
+                            group.create_task(
+                                self._serial(self.inbox), name=f"asyncpipe:{self.name}:{i}"
+                            )
+                await self._finish()
         except BaseException:
             # This node will take nothing more: make whoever sends to it fail fast.
             self.inbox.abort()
@@ -72,11 +84,26 @@ class NodeRuntime:
         finally:
             self.outputs.close()
 
-    async def _serial(self) -> None:
+    async def _keyed(self) -> None:
+        # One serial loop per lane; the dispatcher splits each message by key.
+        key = self.node.key
+        assert key is not None
+        lanes = [
+            Channel[Envelope](self.node.capacity, f"{self.name}:lane{i}")
+            for i in range(self.workers)
+        ]
+        async with asyncio.TaskGroup() as group:
+            group.create_task(
+                dispatch(self.inbox, lanes, key, named=False), name=f"asyncpipe:{self.name}:keys"
+            )
+            for i, lane in enumerate(lanes):
+                group.create_task(self._serial(lane), name=f"asyncpipe:{self.name}:lane{i}")
+
+    async def _serial(self, inbox: Channel[Envelope]) -> None:
         collect_rejections()  # this task's rejection list, reused message after message
         if self.invoke.simple:
-            return await self._serial_fast()
-        get = self.inbox.get
+            return await self._serial_fast(inbox)
+        get = inbox.get
         process = self.attempts.process
         send, send_all = self.outputs.send, self.outputs.send_all
         while True:
@@ -88,12 +115,11 @@ class NodeRuntime:
             if outputs is not None:
                 await send_all(outputs, receipt)
 
-    async def _serial_fast(self) -> None:  # noqa: C901 (one loop, inlined on purpose)
+    async def _serial_fast(self, inbox: Channel[Envelope]) -> None:  # noqa: C901 (inlined)
         # The loop for the common node: one output per message from a function or
         # coroutine on the event loop. Attempts.process + Outputs.send_all inlined, because
         # per-message overhead is what limits a chain of light stages; anything unusual (an
         # error, a rejection, a sink, a filter) goes to the general code.
-        inbox = self.inbox
         handler = self.invoke.handler
         call = handler.call if handler is not None else None
         is_async = handler is not None and handler.kind is Kind.ASYNC

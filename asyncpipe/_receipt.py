@@ -33,6 +33,9 @@ class Outcome(enum.StrEnum):
     FILTERED = "filtered"  #: a handler returned None (or a generator yielded nothing)
     DEAD_LETTERED = "dead_lettered"  #: failed after its retries, or rejected by a handler
     SKIPPED = "skipped"  #: failed under the ``on_error="skip"`` policy
+    #: taken into a stateful node's committed state (a keyed aggregate, a window): what it
+    #: contributes is emitted later, under the receipt of the message that closes it
+    ABSORBED = "absorbed"
 
 
 def item_count(payload: Any) -> int:

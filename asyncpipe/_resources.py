@@ -3,9 +3,9 @@ sink, the handlers' ``setup()``/``teardown()``, the process pools.
 
 Release is the last part of a shutdown: teardowns in reverse order of setup, each within a
 deadline; the pools shut down off the loop (or are killed, after an abort or a failure);
-the dead-letter sink closed last. Once begun it runs to its end even if the run's task is
-cancelled again; only :meth:`Resources.cut_short` (a second signal, ``abort()`` while
-cleaning) skips the remaining teardowns.
+the state store, then the dead-letter sink, closed last. Once begun it runs to its end
+even if the run's task is cancelled again; only :meth:`Resources.cut_short` (a second
+signal, ``abort()`` while cleaning) skips the remaining teardowns.
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ class Resources:
         sink: DeadLetterSink,
         handlers: Sequence[tuple[str, Any]],
         pools: Sequence[WorkerPool],
+        state_store: Any = None,
     ) -> None:
         self.sink = sink
+        self.state_store = state_store  # opened and closed only when a node keeps state
         self._handlers = list(handlers)  # on-loop handlers; cpu ones live in the workers
         self._pools = list(pools)
         self._set_up: list[tuple[str, Any]] = []
@@ -53,6 +55,13 @@ class Resources:
             await _call_hook(self.sink, "open")
         except Exception as exc:
             raise AsyncpipeError(f"dead-letter sink {self.sink!r} failed to open: {exc!r}") from exc
+        if self.state_store is not None:
+            try:
+                await self.state_store.open()
+            except Exception as exc:
+                raise AsyncpipeError(
+                    f"state store {self.state_store!r} failed to open: {exc!r}"
+                ) from exc
 
         async def setup(name: str, handler: Any) -> None:
             try:
@@ -127,6 +136,12 @@ class Resources:
                 self._teardown_timeout = None
         for pool in self._pools:
             await pool.aclose()
+        if self.state_store is not None:
+            try:
+                async with asyncio.timeout(_CLEANUP_TIMEOUT):
+                    await self.state_store.aclose()
+            except Exception:
+                logger.exception("state store %r failed to close", self.state_store)
         try:
             async with asyncio.timeout(_CLEANUP_TIMEOUT):
                 await _call_hook(self.sink, "aclose")

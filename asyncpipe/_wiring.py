@@ -43,6 +43,7 @@ class Wiring:
         max_workers: int,
         executor: Executor | None,
         pool_options: dict[str, Any],
+        state_store: Any = None,
     ) -> None:
         inboxes: dict[str, Channel[Envelope]] = {
             name: Channel(node.capacity, name)
@@ -79,13 +80,15 @@ class Wiring:
                 workers=node.resolved_workers(pool.max_workers if pool else 1),
                 pool=pool,
                 dead_letter=write,
+                state_store=state_store,
             )
         on_loop = [
             (name, rt.node.handler.obj)
             for name, rt in self.nodes.items()
             if rt.node.handler is not None and not rt.node.cpu
         ]
-        self.resources = Resources(sink, on_loop, self.pools)
+        stateful = any(node.node.stateful is not None for node in self.nodes.values())
+        self.resources = Resources(sink, on_loop, self.pools, state_store if stateful else None)
 
     def connect(self) -> None:
         """Count the senders of every input: the intake and each upstream node."""

@@ -17,6 +17,7 @@ PUBLIC_MODULES = [
     "asyncpipe.connectors",
     "asyncpipe.ingest",
     "asyncpipe.metrics",
+    "asyncpipe.state",
     "asyncpipe.testing",
 ]
 
