@@ -140,7 +140,7 @@ class _KeyedLane(LaneState):
         outputs: list[Any] = []
         rejected: list[Rejection] = []
         for k, (records, indices) in groups.items():
-            state = cache[k]
+            state = cache.get(k, _ABSENT)  # absent: never seen, or deleted (in memory only)
             if state is _ABSENT:
                 state = self.handler.initial(k)
             try:
@@ -152,11 +152,15 @@ class _KeyedLane(LaneState):
                 self._failed(exc, k, records, indices, rejected)
                 continue
             if new_state is None:
-                cache[k] = _ABSENT
                 dirty[k] = None
+                if self.store is None:
+                    cache.pop(k, None)  # the only copy: forget the key
+                else:
+                    cache[k] = _ABSENT  # known absent: no need to load it again
+                    cache.move_to_end(k)
             else:
                 cache[k] = dirty[k] = new_state
-            cache.move_to_end(k)
+                cache.move_to_end(k)
             if out:
                 outputs.extend(out)
         return outputs, rejected

@@ -44,7 +44,7 @@ __all__ = ["MAX_GROUP", "LaneState", "run_stateful"]
 logger = logging.getLogger(__name__)
 
 #: Messages a lane applies per commit at most (when that many are waiting).
-MAX_GROUP = 64
+MAX_GROUP = 128
 
 _Result = tuple[list[Any], list[Rejection]]
 
