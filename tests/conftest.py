@@ -5,7 +5,7 @@ calls and unclosed resources are reported; ``filterwarnings = error`` makes the 
 fail the test). Shared helpers -- ``TIMEOUT``, pipeline builders, ``submit_once_open``,
 ``let_others_run`` -- are in ``pipelines.py``: a conftest is not meant to be imported.
 A real PostgreSQL server (``pg_server``, ``pg_dsn``) comes from the ``postgres`` plugin
-(``postgres.py``).
+(``postgres.py``); the state tests' ``persistent_store`` from ``state_stores.py``.
 
 This directory is on ``sys.path`` (pytest's default "prepend" import mode puts the
 directory of a rootless conftest there), so tests in sub-folders import ``pipelines`` and
@@ -24,7 +24,7 @@ import pytest
 #: finding; a callback this slow is worth its warning.
 SLOW_CALLBACK_SECONDS = 1.0
 
-pytest_plugins = ["postgres"]
+pytest_plugins = ["postgres", "state_stores"]
 
 
 @pytest.fixture(autouse=True)

@@ -5,10 +5,10 @@
 * **Keyed state**: a :class:`KeyedHandler` subclass (``initial(key)``, ``update(key,
   state, records) -> (new_state, outputs)``) or :func:`stateful_map` (``fn(state, record)
   -> (state, output)``).
-* **Durability**: ``PipelineExecutor(..., state_store=SqliteStateStore(path))``. Once a
-  receipt resolves, the state changes it caused are durable; after a crash, replays of
-  messages already applied (same ``origin``) do not touch the state again. The design is
-  in ``docs/state.md``.
+* **Durability**: ``PipelineExecutor(..., state_store=SqliteStateStore(path))`` (or
+  :class:`PostgresStateStore`, extra ``[postgres]``). Once a receipt resolves, the state
+  changes it caused are durable; after a crash, replays of messages already applied
+  (same ``origin``) do not touch the state again. The design is in ``docs/state.md``.
 * **Windows**: :class:`Windowed` with :class:`Tumbling`, :class:`Sliding` or
   :class:`Session` windows over event time, a watermark and allowed lateness, and
   reducers (:func:`count`, :func:`total`, :func:`minimum`, :func:`maximum`, :func:`mean`,
@@ -22,6 +22,7 @@ from .._keys import stable_hash
 from ._codec import Codec, JsonCodec, PickleCodec
 from ._keyed import DEFAULT_CACHE_SIZE, KeyedHandler, stateful_map
 from ._memory import DEFAULT_DEDUPE_TTL, MemoryStateStore
+from ._postgres import PostgresStateStore
 from ._reducers import Reducer, collect, count, fold, maximum, mean, minimum, total
 from ._sqlite import SqliteStateStore
 from ._store import StateCommit, StateStore, StoredMark
@@ -35,6 +36,7 @@ __all__ = [
     "KeyedHandler",
     "MemoryStateStore",
     "PickleCodec",
+    "PostgresStateStore",
     "Reducer",
     "Session",
     "Sliding",

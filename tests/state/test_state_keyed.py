@@ -14,7 +14,6 @@ from asyncpipe import HandlerError, HandlerNode, PipelineAborted, PipelineExecut
 from asyncpipe.state import (
     JsonCodec,
     KeyedHandler,
-    MemoryStateStore,
     PickleCodec,
     SqliteStateStore,
     StateStore,
@@ -152,17 +151,8 @@ async def test_a_replayed_origin_does_not_touch_state_again() -> None:
     assert [r.dead_letters[0].index for r in receipts[:2]] == [2, 2]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def persistent_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], StateStore]:
-    """A factory of persistent stores: each call is the same storage, reopened."""
-    if request.param == "memory":
-        store = MemoryStateStore(persistent=True)
-        return lambda: store
-    return lambda: SqliteStateStore(tmp_path / "state.db")
-
-
 async def test_state_survives_a_restart_over_a_persistent_store(
-    persistent_store: Callable[[], StateStore],
+    persistent_store: Callable[..., StateStore],
 ) -> None:
     first, _ = keyed_pipeline(Totals(), persistent_store(), workers=2)
     await feed(first, [("b1", recs(("a", 1), ("b", 2))), ("b2", recs(("a", 3)))])
@@ -174,7 +164,7 @@ async def test_state_survives_a_restart_over_a_persistent_store(
 
 
 async def test_a_small_cache_over_the_store_loses_nothing(
-    persistent_store: Callable[[], StateStore],
+    persistent_store: Callable[..., StateStore],
 ) -> None:
     class Small(Totals):
         cache_size = 2
@@ -208,8 +198,9 @@ def test_stateful_nodes_refuse_what_they_cannot_do() -> None:
         HandlerNode("s", Totals(), ["x"], workers=2)
 
 
-async def test_outputs_committed_but_not_delivered_are_sent_again_at_start() -> None:
-    store = MemoryStateStore(persistent=True)
+async def test_outputs_committed_but_not_delivered_are_sent_again_at_start(
+    persistent_store: Callable[..., StateStore],
+) -> None:
     arrived = asyncio.Event()
 
     async def stuck(message: Any) -> None:  # a sink that never commits
@@ -219,7 +210,7 @@ async def test_outputs_committed_but_not_delivered_are_sent_again_at_start() -> 
     ingest = HandlerNode("ingest")
     node = HandlerNode("state", Totals(), [ingest], key=lambda r: r["k"])
     out = HandlerNode("sink", stuck, [node])
-    first = PipelineExecutor([ingest], [node, out], state_store=store)
+    first = PipelineExecutor([ingest], [node, out], state_store=persistent_store())
     async with asyncio.timeout(TIMEOUT):
         with pytest.raises(PipelineAborted):
             async with first:
@@ -227,7 +218,7 @@ async def test_outputs_committed_but_not_delivered_are_sent_again_at_start() -> 
                 await arrived.wait()  # committed in the store, not delivered
                 first.abort()  # the crash
                 await receipt
-    second, sink = keyed_pipeline(Totals(), store)
+    second, sink = keyed_pipeline(Totals(), persistent_store())
     await feed(second, [("b1", recs(("a", 1))), ("b2", recs(("a", 2)))])
     # b1's output first (sent again at start), then b2's; b1 itself was not applied twice.
     assert sink.items == [[{"key": "a", "n": 1, "sum": 1}], [{"key": "a", "n": 2, "sum": 3}]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,7 +16,6 @@ from asyncpipe.state import (
     JsonCodec,
     Session,
     Sliding,
-    SqliteStateStore,
     StateStore,
     Tumbling,
     Windowed,
@@ -206,7 +205,7 @@ def test_windows_refuse_what_they_cannot_do() -> None:
 @pytest.mark.parametrize("codec", [None, JsonCodec()])
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_a_window_spanning_a_restart_counts_both_halves(
-    tmp_path: Path, codec: Any, workers: int
+    persistent_store: Callable[..., StateStore], codec: Any, workers: int
 ) -> None:
     rng = random.Random(3)
     records = [
@@ -214,18 +213,17 @@ async def test_a_window_spanning_a_restart_counts_both_halves(
     ]
     messages = [records[i : i + 9] for i in range(0, len(records), 9)]
     first, second = messages[:11], messages[11:]
-    path = tmp_path / "state.db"
     out1, late1, _ = await run_windows(
         tumbling(10, 2, codec=codec),
         first,
-        store=SqliteStateStore(path),
+        store=persistent_store(),
         workers=workers,
         origin="x",
     )
     out2, late2, _ = await run_windows(
         tumbling(10, 2, codec=codec),
         second,
-        store=SqliteStateStore(path),
+        store=persistent_store(),
         workers=workers,
         origin="y",
     )
