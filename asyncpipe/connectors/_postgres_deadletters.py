@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .._deadletter import DeadLetter
-from ._deadletters import _OpenClose
+from ._deadletters import _COLUMNS, _OpenClose  # one dead-letter table shape
 from ._json import dumps_lenient
 from ._postgres import _safe_dsn
 from ._postgres_db import connect, driver, quote
@@ -19,20 +19,6 @@ if TYPE_CHECKING:
 __all__ = ["PostgresDeadLetterSink"]
 
 logger = logging.getLogger(__name__)
-
-_COLUMNS = (
-    "created_at",
-    "node",
-    "error_type",
-    "error_message",
-    "payload",
-    "traceback",
-    "attempts",
-    "item_index",
-    "receipt_id",
-    "origin",
-    "dedupe_key",
-)
 
 
 def _text(value: str | None) -> str | None:
