@@ -145,7 +145,8 @@ class _KeyedLane(LaneState):
                 state = self.handler.initial(k)
             try:
                 result = self.update(k, state, records)
-                if self.is_async or inspect.isawaitable(result):
+                # A plain update() returns a tuple: no need to ask (300 ns a key).
+                if self.is_async or (type(result) is not tuple and inspect.isawaitable(result)):
                     result = await result
                 new_state, out = result
             except Exception as exc:

@@ -6,7 +6,9 @@ For each group of messages a lane takes from its input (one message when it is a
 all those already waiting, up to :data:`MAX_GROUP`, when more are):
 
 1. messages whose name the store has already marked are *replays*: they do not touch the
-   state; their rejections are written again (dead-letter sinks keep one per item);
+   state; their rejections are written again (dead-letter sinks keep one per item). The
+   outputs of an upstream stateful node's apply in this run (a fresh :class:`Relay`)
+   cannot have been seen (:func:`unseen`): their names are not looked up;
 2. the others are applied to the state (:class:`LaneState`);
 3. one commit: the changed keys, a mark per named message (with its rejections and its
    outputs: the outbox), the outputs now delivered, the lane's meta;
@@ -35,6 +37,7 @@ from .._handler import Rejection, collect_rejections
 from .._lanes import Arrivals, LaneEnvelope, dispatch
 from .._receipt import Outcome, Receipt, item_count
 from ._codec import Codec
+from ._relay import Relay, unseen
 from ._store import StateCommit, StateStore
 
 if TYPE_CHECKING:
@@ -147,29 +150,6 @@ async def _redeliver(runtime: NodeRuntime, store: StateStore, codec: Codec) -> l
     return [name for name, _ in pending]
 
 
-class Relay(Receipt):
-    """The receipt of one named message's outputs: its origin is the message's name, so a
-    stateful node downstream names them alike whether they come now or are sent again
-    from the outbox after a crash (:func:`_redeliver`) -- and recognises the replay.
-    Outcomes, items and dead letters are counted on the message's own receipt, which
-    settles when the relay does."""
-
-    __slots__ = ("parent",)
-
-    def __init__(self, parent: Receipt, node: str, name: str) -> None:
-        super().__init__(node, origin=name)
-        self.parent = parent
-        self.counts = parent.counts
-        self.items = parent.items
-        self.dead_letters = parent.dead_letters
-        self.add_done_callback(lambda _: parent._settle(None))
-        parent._future.add_done_callback(self._parent_done)
-
-    def _parent_done(self, future: asyncio.Future[Receipt]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            self._abort("its message's receipt was aborted")
-
-
 @dataclass(slots=True)
 class _Group:
     """Messages applied together, their results, and their commit (in flight: ``task``)."""
@@ -257,7 +237,7 @@ class Lane:
             await self._finish(self._start_commit(_Group([], [], StateCommit(), {})))
 
     async def _apply_group(self, group: list[LaneEnvelope], pending: _Group | None) -> _Group:
-        names = [envelope[3] for envelope in group if envelope[3] is not None]
+        names = [e[3] for e in group if e[3] is not None and not unseen(e[1])]
         found = await self.store.seen(self.namespace, names) if names else {}
         fresh = [envelope[0] for envelope in group if envelope[3] not in found]
         prepared = iter(await self.state.prepare(fresh))
@@ -342,7 +322,7 @@ class Lane:
             await runtime.failures.rejected(list(rejected), receipt)
         if outputs and not runtime.outputs.terminal:
             if receipt is not None and name is not None:
-                relay = Relay(receipt, runtime.name, name)
+                relay = Relay(receipt, runtime.name, name, fresh=not replayed)
                 await runtime.outputs.send(outputs, relay)
                 self._follow(name, relay)
                 relay.release()
