@@ -65,11 +65,13 @@ async def test_the_demo_server_serves_live_metrics_on_the_port_asked(tmp_path: P
         assert value(samples, "asyncpipe_grpc_requests_total", code="OK", **transactions) == 1
         assert value(samples, "asyncpipe_grpc_items_acknowledged_total", **transactions) == 1
         assert value(samples, "asyncpipe_pipeline_state", state="running") == 1
-        # Live per-node figures: the start-up load went through, the new batch too.
+        # Live per-node figures: at least the batch just acknowledged is committed (the
+        # start-up load from the input database may still be going in: serving does not
+        # wait for it).
         committed = value(
             samples, "asyncpipe_node_messages_total", node="store_transactions", outcome="committed"
         )
-        assert committed >= 2
+        assert committed >= 1
         assert value(samples, "asyncpipe_node_messages_total", node="classify", outcome="received")
         assert value(samples, "asyncpipe_node_queue_capacity", node="classify") > 0
         assert value(samples, "asyncpipe_node_handler_seconds_count", node="classify") > 0
