@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import textwrap
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
@@ -53,18 +54,7 @@ _TUMBLING = """
             late.append((i, wm))
             continue
         k = KEY
-        kw = (k, w)
-        a = states.get(kw)
-        if a is None:
-            a = states[kw] = INIT
-            ks = closing.get(w)
-            if ks is None:
-                closing[w] = [k]
-                heappush(heap, w)
-            else:
-                ks.append(k)
-DIRTY
-ADD
+OPEN
 """
 
 _SLIDING = """
@@ -76,20 +66,26 @@ _SLIDING = """
                 continue
             if k is None:
                 k = KEY
-            kw = (k, w)
-            a = states.get(kw)
-            if a is None:
-                a = states[kw] = INIT
-                ks = closing.get(w)
-                if ks is None:
-                    closing[w] = [k]
-                    heappush(heap, w)
-                else:
-                    ks.append(k)
-DIRTY
-ADD
+OPEN
         if k is None:
             late.append((i, wm))
+"""
+
+# Record ``r`` (key ``k``) into window ``w``: the window opened (and put in the closing
+# index) on its first record, then the reducers. Indented into the templates above.
+_OPEN = """
+kw = (k, w)
+a = states.get(kw)
+if a is None:
+    a = states[kw] = INIT
+    ks = closing.get(w)
+    if ks is None:
+        closing[w] = [k]
+        heappush(heap, w)
+    else:
+        ks.append(k)
+DIRTY
+ADD
 """
 
 
@@ -115,9 +111,10 @@ def _compile(
         assert isinstance(window, Sliding)
         body, indent = _SLIDING, " " * 12
         values.update(EVERY=window.every, PER=math.ceil(window.size / window.every))
-    body = body.replace("ADD", "\n".join(indent + line for line in agg.add))
     # Tracked (persistent store): the keys changed since the last commit.
-    body = body.replace("DIRTY", indent + "dirty.add(k)" if track else "")
+    record = _OPEN.replace("DIRTY", "dirty.add(k)" if track else "")
+    record = record.replace("ADD", "\n".join(agg.add)).strip("\n")
+    body = body.replace("OPEN", textwrap.indent(record, indent))
     source = _LOOP.replace("BODY", body.strip("\n")).replace("TIME", time_of)
     source = source.replace("KEY", f"r[{key_field!r}]" if key_field else "_key(r)")
     source = source.replace("INIT", agg.init)
