@@ -29,6 +29,7 @@ from typing import Any
 
 import grpc
 import pytest
+import watchfiles
 from demo_helpers import AS_OF, model_for
 
 from asyncpipe.demo._data import Scale
@@ -195,10 +196,17 @@ async def channel(address: str) -> AsyncIterator[Any]:
 async def fed_to_the_end(config: DemoConfig) -> None:
     """Wait until the server has fed every input of the work directory to the end (the
     timer fires for a second after each start; a stop before that leaves it to the next)."""
-    for _ in range(600):  # 30 s at most
-        if not unfed(config):
-            return
-        await asyncio.sleep(0.05)  # polling files another process writes
+    if not unfed(config):
+        return
+    try:
+        async with asyncio.timeout(30):
+            # Woken by the server's writes to out/ (markers, manifests); the 1 s timeout
+            # covers a write made before the watch began.
+            async for _ in watchfiles.awatch(config.out, rust_timeout=1000, yield_on_timeout=True):
+                if not unfed(config):
+                    return
+    except TimeoutError:
+        pass
     raise AssertionError(f"inputs not fed to the end: {unfed(config)}")
 
 
