@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helptext import help_entries
 
 from bench.__main__ import main, parse_args
 
@@ -61,32 +62,14 @@ def test_cpu_workers_find_the_handler_in_the_repository(
 
 
 def test_ingest_help_lists_every_option_with_its_default() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.ingest", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    options = done.stdout.split("options:", 1)[1]
-    entries = options.split("\n  --")[1:]
+    entries = help_entries("bench.ingest")
     assert len(entries) == 10
     for entry in entries:
         assert "(default:" in entry, entry
 
 
 def test_timeline_help_lists_every_option_with_its_default() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.timeline", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    options = done.stdout.split("options:", 1)[1]
-    entries = options.split("\n  --")[1:]
+    entries = help_entries("bench.timeline")
     assert len(entries) == 6
     for entry in entries:
         assert "(default:" in entry, entry

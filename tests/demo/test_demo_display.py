@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from demo_helpers import AS_OF
+from helptext import help_entries
 
 from asyncpipe._metrics import NodeMetrics, PipelineMetrics
 from asyncpipe.demo._live import Rates, grpc_line, live_table
@@ -160,16 +160,7 @@ async def test_the_run_writes_the_mermaid_file_and_ends_with_the_summary(tmp_pat
 
 
 def test_help_gives_every_option_a_help_text_and_its_default() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "asyncpipe.demo", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    options = done.stdout.split("options:", 1)[1]
-    # One entry per option (-h aside), its help ending in its default; wrapping undone.
-    entries = [" ".join(e.split()) for e in re.split(r"\n  (?=-)", options)[2:]]
+    entries = help_entries("asyncpipe.demo")
     assert len(entries) == 18
     for entry in entries:
         assert "(default:" in entry, entry
