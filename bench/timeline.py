@@ -37,6 +37,7 @@ from asyncpipe.demo.__main__ import SWITCH_INTERVAL
 from asyncpipe.demo._pipeline import DemoConfig
 from asyncpipe.ingest import _codec, _intake, _server
 from asyncpipe.state import SqliteStateStore
+from asyncpipe.state import _sqlite as _state_sqlite
 from asyncpipe.state._keyed import _KeyedLane
 
 __all__ = ["main"]
@@ -162,6 +163,8 @@ def _probe_state() -> None:
     for method in ("seen", "load", "commit"):
         wrapped = _wrap_named(method, getattr(store, method), lambda self, ns, *_: ns)
         setattr(store, method, wrapped)
+    # The commit's transaction on the state file's thread.
+    vars(_state_sqlite)["_commit"] = _wrap_sync("state.thread", vars(_state_sqlite)["_commit"])
 
 
 def _probe_nodes(executor: Any) -> None:
