@@ -33,7 +33,7 @@ from asyncpipe._handler import Kind
 from asyncpipe._offload import WorkerPool
 from asyncpipe._receipt import Receipt
 from asyncpipe.connectors import _files, _sqlite_db
-from asyncpipe.demo.__main__ import SWITCH_INTERVAL
+from asyncpipe.demo.__main__ import GC_THRESHOLD, SWITCH_INTERVAL
 from asyncpipe.demo._pipeline import DemoConfig
 from asyncpipe.ingest import _codec, _intake, _server
 from asyncpipe.state import SqliteStateStore
@@ -209,6 +209,7 @@ async def _serve(
 
     def ready(server: Any) -> None:
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLD)  # as the demo server does
 
     async def drive() -> None:
         await server.ready.wait()
