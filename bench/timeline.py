@@ -33,9 +33,12 @@ from asyncpipe._handler import Kind
 from asyncpipe._offload import WorkerPool
 from asyncpipe._receipt import Receipt
 from asyncpipe.connectors import _files, _sqlite_db
-from asyncpipe.demo.__main__ import SWITCH_INTERVAL
+from asyncpipe.demo.__main__ import GC_THRESHOLD, SWITCH_INTERVAL
 from asyncpipe.demo._pipeline import DemoConfig
 from asyncpipe.ingest import _codec, _intake, _server
+from asyncpipe.state import SqliteStateStore
+from asyncpipe.state import _sqlite as _state_sqlite
+from asyncpipe.state._keyed import _KeyedLane
 
 __all__ = ["main"]
 
@@ -136,6 +139,34 @@ def _probe_io() -> None:
     WorkerPool.call = _wrap_async("pool.call", WorkerPool.call)  # type: ignore[method-assign]
 
 
+def _wrap_named(suffix: str, fn: Callable[..., Any], name_of: Callable[..., str]) -> Any:
+    """An async method probed under ``<name_of(self, *args)>.<suffix>``."""
+
+    @functools.wraps(fn)
+    async def probed(self: Any, *args: Any) -> Any:
+        name = f"{name_of(self, *args)}.{suffix}"
+        mark(f"{name}>")
+        try:
+            return await fn(self, *args)
+        finally:
+            mark(f"{name}<")
+
+    return probed
+
+
+def _probe_state() -> None:
+    """The stateful nodes (``aggregate``, ``totals``, ``join``): each lane's apply of a
+    message, and the state store's calls (look-ups of names and keys, the commit)."""
+    lane = _KeyedLane
+    lane.apply = _wrap_named("apply", lane.apply, lambda self, *_: self.namespace)  # type: ignore[method-assign]
+    store = SqliteStateStore
+    for method in ("seen", "load", "commit"):
+        wrapped = _wrap_named(method, getattr(store, method), lambda self, ns, *_: ns)
+        setattr(store, method, wrapped)
+    # The commit's transaction on the state file's thread.
+    vars(_state_sqlite)["_commit"] = _wrap_sync("state.thread", vars(_state_sqlite)["_commit"])
+
+
 def _probe_nodes(executor: Any) -> None:
     wrappers = {
         Kind.SYNC: _wrap_sync,
@@ -168,6 +199,7 @@ async def _serve(
     reset_outputs(config, inputs_changed=made)
     _probe_ingest()
     _probe_io()
+    _probe_state()
     executor = build_pipeline(config, model)
     _probe_nodes(executor)
     server = bank_server(
@@ -177,6 +209,7 @@ async def _serve(
 
     def ready(server: Any) -> None:
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLD)  # as the demo server does
 
     async def drive() -> None:
         await server.ready.wait()

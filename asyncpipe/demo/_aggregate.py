@@ -42,7 +42,6 @@ from ._figures import (
     add_transaction,
     metric_rows,
     new_client,
-    part,
     profile,
     score_of,
 )
@@ -109,8 +108,7 @@ class ClientProfiles(KeyedHandler):
         changed = False
         for record in records:
             if type(record) is dict:  # a scored transaction
-                add_transaction(state, record, window)
-                parts.append(part(record))
+                parts.append(add_transaction(state, record, window))
             elif record[0] == "client" or record[2] == state[CPF]:
                 state[CPF], state[SCORE] = record[2], record[3]
                 changed = True
@@ -147,8 +145,7 @@ class GlobalTotals(KeyedHandler):
         for client_id, figures, _, valid, became_valid, became_active, parts in records:
             if not (parts or became_valid):
                 continue  # a new score: no total changes
-            for share in parts:
-                totals.add_part(share)
+            totals.add_parts(parts)
             if valid:
                 totals.client(client_id, figures[TX], became_valid, became_active)
             changed = True

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._domain import INCOME_CATEGORY, cents
+from ._domain import INCOME_CATEGORY, cents, round2
 
 __all__ = [
     "CPF",
@@ -30,7 +30,6 @@ __all__ = [
     "global_metrics",
     "metric_rows",
     "new_client",
-    "part",
     "profile",
     "score_of",
 ]
@@ -65,10 +64,11 @@ class RecentWindow:
         return cls((end - datetime.timedelta(days=days)).isoformat(), end.isoformat())
 
 
-def add_transaction(state: list[Any], tx: Mapping[str, Any], window: RecentWindow) -> None:
-    """Fold one transaction into a client's state."""
+def add_transaction(state: list[Any], tx: Mapping[str, Any], window: RecentWindow) -> Part:
+    """Fold one transaction into a client's state; its :func:`part` of the totals."""
     brl = cents(tx["amount_brl"])
-    if tx["category"] == INCOME_CATEGORY:
+    category = tx["category"]
+    if category == INCOME_CATEGORY:
         state[INCOME] += brl
         state[INCOME_N] += 1
     else:
@@ -76,18 +76,9 @@ def add_transaction(state: list[Any], tx: Mapping[str, Any], window: RecentWindo
     state[TX] += 1
     if window.start < tx["date"] <= window.end:
         state[RECENT] += 1
-    state[SUSPICIOUS] += int(tx["suspicious"])
-
-
-def part(tx: Mapping[str, Any]) -> Part:
-    """A transaction's share of the pipeline-wide totals."""
-    return (
-        tx["category"],
-        tx["currency"],
-        cents(tx["amount"]),
-        cents(tx["amount_brl"]),
-        int(tx["suspicious"]),
-    )
+    suspicious = int(tx["suspicious"])
+    state[SUSPICIOUS] += suspicious
+    return (category, tx["currency"], cents(tx["amount"]), brl, suspicious)
 
 
 def score_of(record: Mapping[str, Any]) -> Score:
@@ -95,34 +86,51 @@ def score_of(record: Mapping[str, Any]) -> Score:
 
 
 def profile(client_id: int, state: Sequence[Any], score: Score | None) -> dict[str, Any]:
-    """The ``client_profiles`` row of a client (see the demo issue for the formulas)."""
-    income_n, transactions, recent = state[INCOME_N], state[TX], state[RECENT]
-    income_avg = state[INCOME] / income_n / 100 if income_n else 0.0
-    balance = (state[INCOME] - state[EXPENSE]) / 100
-    share = state[SUSPICIOUS] / transactions if transactions else 0.0
+    """The ``client_profiles`` row of a client (see the demo issue for the formulas).
+
+    On every change of every client (~3 µs): written out with the common cases first
+    (no suspicious transaction, no income, a score in range) rather than ``min``/``max``
+    calls, and :func:`round2`."""
+    income, income_n, expense, transactions, recent, suspicious = state[:6]
+    income_avg = income / income_n / 100 if income_n else 0.0
+    balance = (income - expense) / 100
+    share = suspicious / transactions if suspicious else 0.0  # suspicious <= transactions
     if score is not None:
         base, income_ref = score
         if base is None:
             base = 500  # a score record without a score (an empty CSV field)
     else:
-        base, income_ref = 500, max(income_avg, 1000.0)
+        base, income_ref = 500, income_avg if income_avg > 1000.0 else 1000.0
     if income_ref is None or not income_ref > 0:
-        income_ref = max(income_avg, 1000.0)  # none or zero on file: as without a score
-    raw = base + 40 * math.tanh(balance / (3 * income_ref)) + 4 * min(recent, 10) - 150 * share
-    new_score = min(900, max(300, round(raw)))
+        # none or zero on file: as without a score
+        income_ref = income_avg if income_avg > 1000.0 else 1000.0
+    raw = (
+        base
+        + 40 * math.tanh(balance / (3 * income_ref))
+        + 4 * (recent if recent < 10 else 10)
+        - 150 * share
+    )
+    new_score = round(raw)
+    if new_score > 900:
+        new_score = 900
+    elif new_score < 300:
+        new_score = 300
     if new_score < 500 or share > 0.30:
-        risk, factor = "HIGH", 0.0
-    elif new_score < 700 or share > 0.10:
-        risk, factor = "MEDIUM", 0.5
+        risk, loan = "HIGH", 0.0  # a loan factor of 0: round(0.0 * x, 2)
     else:
-        risk, factor = "LOW", 1.0
-    loan = round((3 * income_ref + 0.1 * max(balance, 0)) * new_score / 900 * factor, 2)
+        if new_score < 700 or share > 0.10:
+            risk, factor = "MEDIUM", 0.5
+        else:
+            risk, factor = "LOW", 1.0
+        loan = round2(
+            (3 * income_ref + 0.1 * (balance if balance > 0 else 0)) * new_score / 900 * factor
+        )
     return {
         "client_id": client_id,
-        "income_avg": round(income_avg, 2),
+        "income_avg": round2(income_avg) if income_n else 0.0,
         "balance": balance,
         "tx_30d": recent,
-        "suspicious_share": round(share, 6),
+        "suspicious_share": round(share, 6) if suspicious else 0.0,
         "new_score": new_score,
         "risk_class": risk,
         "loan_limit": loan,
@@ -147,6 +155,23 @@ class Totals:
     valid: int = 0  # clients with a (valid) client record
     active: int = 0  # of those, with a transaction in the last 30 days
     top: tuple[int, int] | None = None  # (-transactions, client id): the smallest wins
+
+    def add_parts(self, parts: list[Part]) -> None:
+        """:meth:`add_part` for each of ``parts`` (the loop written out: ~1 µs a part
+        less)."""
+        per_category, volume, volume_brl = (
+            self.per_category,
+            self.volume_cents,
+            self.volume_brl_cents,
+        )
+        suspicious = 0
+        for category, currency, amount, brl, flagged in parts:
+            suspicious += flagged
+            per_category[category] = per_category.get(category, 0) + 1
+            volume[currency] = volume.get(currency, 0) + amount
+            volume_brl[currency] = volume_brl.get(currency, 0) + brl
+        self.transactions += len(parts)
+        self.suspicious += suspicious
 
     def add_part(self, share: Part) -> None:
         category, currency, amount, brl, suspicious = share

@@ -38,19 +38,37 @@ _RISKY = frozenset({"Compras", "Transferências", "Lazer"})
 
 def features(records: Sequence[Mapping[str, Any]]) -> list[list[float]]:
     """One row of :data:`FEATURES` per transaction (date as weekday and month)."""
+    days = _DAYS
     rows = []
     for r in records:
-        day = datetime.date.fromisoformat(r["date"])
+        date = r["date"]
+        day = days.get(date)
+        if day is None:
+            day = _day(date)
         rows.append(
             [
                 r["amount_brl"],
-                day.weekday(),
-                day.month,
+                day[0],
+                day[1],
                 _CURRENCY_CODE.get(r["currency"], 3),
                 _CATEGORY_CODE.get(r["category"], len(CATEGORIES)),
             ]
         )
     return rows
+
+
+#: (weekday, month) of the dates seen (they repeat across records and batches): a date
+#: is parsed once, not once per transaction. Bounded, whatever the data.
+_DAYS: dict[str, tuple[int, int]] = {}
+_KNOWN_DAYS = 4096
+
+
+def _day(date: str) -> tuple[int, int]:
+    parsed = datetime.date.fromisoformat(date)
+    if len(_DAYS) >= _KNOWN_DAYS:
+        _DAYS.clear()
+    day = _DAYS[date] = (parsed.weekday(), parsed.month)
+    return day
 
 
 def _label(amount_brl: float, weekday: int, currency: int, category: str) -> int:
@@ -122,7 +140,11 @@ class RiskModel(BaseHandler):
     def handle(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
         fit = []
         for index, record in enumerate(batch):
-            problem = amount_problem(record["amount_brl"], "amount_brl", MAX_AMOUNT_BRL)
+            brl = record["amount_brl"]
+            if type(brl) is float and 0.0 <= brl <= MAX_AMOUNT_BRL:  # the common case
+                fit.append(record)
+                continue
+            problem = amount_problem(brl, "amount_brl", MAX_AMOUNT_BRL)
             if problem is None:
                 fit.append(record)
             else:

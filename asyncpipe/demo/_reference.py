@@ -28,7 +28,6 @@ from ._figures import (
     add_transaction,
     metric_rows,
     new_client,
-    part,
     profile,
     score_of,
 )
@@ -129,8 +128,7 @@ def results(
         state = states.get(tx["client_id"])
         if state is None:
             state = states[tx["client_id"]] = new_client()
-        add_transaction(state, tx, window)
-        totals.add_part(part(tx))
+        totals.add_part(add_transaction(state, tx, window))
     profiles = {}
     for client_id, client in clients.items():
         state = states.get(client_id) or new_client()

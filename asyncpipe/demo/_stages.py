@@ -12,6 +12,8 @@ from ._domain import classify, convert, cpf_digits, normalize_client, score_prob
 
 __all__ = ["Classifier", "CurrencyConverter", "Normalizer", "ScoreCheck", "TimerBatches"]
 
+_KNOWN_DESCRIPTIONS = 4096
+
 
 class Normalizer(BaseHandler):
     """Clients: names and addresses normalised, CPF validated (invalid: dead letter)."""
@@ -30,10 +32,22 @@ class Normalizer(BaseHandler):
 class Classifier(BaseHandler):
     """New transactions: the category from the description, where there is none."""
 
+    def __init__(self) -> None:
+        #: The categories of descriptions seen (they repeat across transactions): each
+        #: description is classified once. Bounded, whatever the data.
+        self.known: dict[str, str] = {}
+
     def handle(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        known = self.known
         for record in batch:
             if not record.get("category"):
-                record["category"] = classify(record["description"])
+                description = record["description"]
+                category = known.get(description)
+                if category is None:
+                    if len(known) >= _KNOWN_DESCRIPTIONS:
+                        known.clear()
+                    category = known[description] = classify(description)
+                record["category"] = category
         return batch
 
 

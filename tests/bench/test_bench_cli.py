@@ -87,10 +87,33 @@ def test_the_timeline_follows_a_lone_batch_through_every_stage() -> None:
     )
     probes = [line.split()[0] for line in done.stdout.splitlines() if line[:1].isalpha()]
     stages = ["decode>", "intake.convert<", "classify>", "convert>", "risk>"]
-    stages += ["store_transactions>", "profiles>", "store_profiles<", "receipt.resolved"]
-    stages += ["encode<"]
+    stages += ["store_transactions>", "aggregate.apply>", "aggregate.commit<", "profiles>"]
+    stages += ["store_profiles<", "receipt.resolved", "encode<"]
     assert [p for p in probes if p in stages] == stages  # each seen, in the batch's order
+    # The stateful nodes' probes: their lanes' apply, the state store's calls and thread.
+    assert {"aggregate.seen>", "totals.apply<", "totals.commit<", "state.thread<"} <= set(probes)
     assert "9 lone batches" in done.stdout  # the first tenth warms up
+
+
+def test_loop_cpu_help_lists_every_option_with_its_default() -> None:
+    entries = help_entries("bench.loop_cpu")
+    assert len(entries) == 3
+    for entry in entries:
+        assert "(default:" in entry, entry
+
+
+@pytest.mark.timeout(240)  # the demo's start-up: data, model, pipeline
+def test_loop_cpu_feeds_the_demo_pipeline_and_reports_cpu_per_batch() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.loop_cpu", "--batches", "6", "--concurrency", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    assert "2 submitter(s), 6 batches: loop CPU " in done.stdout
+    assert "passes/batch" in done.stdout
 
 
 def test_dask_sweep_runs_on_a_local_cluster_and_reports_the_break_even(
