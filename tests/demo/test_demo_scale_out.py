@@ -71,15 +71,15 @@ async def test_postgresql_and_dask_store_what_sqlite_and_the_pool_store(
     assert compare(local.results_db, expected) == []
     baseline = contents(local.results_db)
     assert all(baseline.values())  # every table has rows, dead letters included
-    for option in (
-        {"database": pg_dsn},  # the risk model on the loop
-        {"dask": dask_address},  # SQLite
-        {"database": pg_dsn, "dask": dask_address},
-    ):
-        config = dataclasses.replace(local, risk_in_pool=False, **option)
+    for database, dask in [
+        (pg_dsn, None),  # the risk model on the loop
+        ("sqlite", dask_address),
+        (pg_dsn, dask_address),
+    ]:
+        config = dataclasses.replace(local, risk_in_pool=False, database=database, dask=dask)
         await run_demo(config)
-        assert compare(config.results_db, expected) == [], option
-        assert contents(config.results_db) == baseline, option
+        assert compare(config.results_db, expected) == [], (database, dask)
+        assert contents(config.results_db) == baseline, (database, dask)
     assert local.results_db.label != config.results_db.label  # not SQLite's file again
 
 
