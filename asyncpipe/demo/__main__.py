@@ -253,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reset_outputs(config, inputs_changed=made)
     cluster = contextlib.ExitStack()
     if args.dask is not None:
-        with console.status("starting a local Dask cluster..."):
+        with console.status("setting up Dask..."):
             config.dask = cluster.enter_context(_dask(args.dask, args.workers))
         console.print(f"[bold]Dask[/] risk model on the cluster at {config.dask}")
     executor = build_pipeline(config, model)
