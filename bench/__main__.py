@@ -80,7 +80,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--no-raw-cpu", action="store_true", help="skip the raw process-pool reference")
     add(
         "--dask-ms",
-        default="0.1,1,5,15,50",
+        default="0.1,1,2,5,10,20,50",
         help="dask: CPU work per message to sweep, ms, comma-separated",
     )
     add("--no-uvloop", action="store_true", help="use the default event loop")

@@ -16,10 +16,11 @@ import datetime
 import gc
 import logging
 import math
+import os
 import resource
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -29,6 +30,7 @@ from .._runner import install_signal_handlers, run
 from ..ingest import IngestServer, serve
 from ..metrics import serve_metrics
 from ._data import Scale, generate
+from ._database import open_results
 from ._domain import RATES
 from ._live import LiveView
 from ._model import trained
@@ -106,13 +108,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--workers",
         type=_positive,
         default=None,
-        help="process-pool size for the risk model, with --risk-in-pool (default: the CPU count)",
+        help="worker processes for the risk model, with --risk-in-pool or --dask local "
+        "(default: the CPU count)",
     )
     parser.add_argument(
         "--risk-in-pool",
         action="store_true",
         help="run the risk model in worker processes (cpu=True) rather than on the event "
         "loop: a showcase of offloading, slower for this small model (default: off)",
+    )
+    parser.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDRESS",
+        help="run the risk model on a Dask cluster: a scheduler's address (tcp://host:8786), "
+        "or 'local' to start a LocalCluster of --workers worker processes on 127.0.0.1 for "
+        "the run (needs the dask extra; default: off)",
+    )
+    parser.add_argument(
+        "--database",
+        default="sqlite",
+        metavar="URL",
+        help="where the results, the dead letters and the aggregator's state live: sqlite "
+        "(out/results.db and out/state.db) or a postgresql://user:password@host/db URL "
+        "(needs the postgres extra; the demo drops and creates its tables there)",
     )
     parser.add_argument(
         "--serve",
@@ -159,8 +178,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     try:
         args.rates = _rates(args.rate)
+        open_results(args.database, args.workdir)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.dask is not None and args.risk_in_pool:
+        parser.error("--dask and --risk-in-pool: the risk model runs in one place, choose one")
     return args
 
 
@@ -220,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_workers=args.workers,
         dedupe_ttl=args.dedupe_ttl,
         risk_in_pool=args.risk_in_pool,
+        database=args.database,
     )
     started = time.perf_counter()
     with console.status("generating input data (Faker pt_BR)..."):
@@ -234,6 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         return _verify(console, config, model, served=True)
     reset_outputs(config, inputs_changed=made)
+    cluster = contextlib.ExitStack()
+    if args.dask is not None:
+        with console.status("setting up Dask..."):
+            config.dask = cluster.enter_context(_dask(args.dask, args.workers))
+        console.print(f"[bold]Dask[/] risk model on the cluster at {config.dask}")
     executor = build_pipeline(config, model)
     (config.out / "pipeline.mmd").write_text(executor.to_mermaid() + "\n")
     ran_at = time.perf_counter()
@@ -242,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C during the drain
         console.print("[red]aborted[/]")
         return 130
+    finally:
+        cluster.close()
     elapsed = time.perf_counter() - ran_at
     _summary(console, config, elapsed, time.perf_counter() - started)
     return _verify(console, config, model, served=args.serve) if args.verify else 0
@@ -250,15 +280,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _verify(console: Console, config: DemoConfig, model: bytes, *, served: bool) -> int:
     """Compare the results with the reference (over every stored input, for a served
     work directory); 0 when equal, else 1 with the differences printed."""
-    if not config.results.exists():
-        console.print(f"[bold red]verify: no results in {config.workdir}[/]")
+    database = config.results_db
+    if not database.exists():
+        console.print(f"[bold red]verify: no results in {database.label}[/]")
         return 1
     with console.status("verifying against the reference computation..."):
         if served:
             problems = check_served(config, model)
             what = "every table equals the reference over every stored input"
         else:
-            problems = compare(config.results, compute(config, model))
+            problems = compare(database, compute(config, model))
             what = "every table equals the reference"
     if problems:
         console.print(f"[bold red]verify: {len(problems)} difference(s)[/]")
@@ -267,6 +298,29 @@ def _verify(console: Console, config: DemoConfig, model: bytes, *, served: bool)
         return 1
     console.print(f"[bold green]verify: {what}[/]")
     return 0
+
+
+@contextlib.contextmanager
+def _dask(address: str, workers: int | None) -> Iterator[str]:
+    """The scheduler's address: ``address``, or with ``local`` a LocalCluster's, of
+    ``workers`` (default: the CPU count) single-threaded worker processes on loopback,
+    closed at the end."""
+    if address != "local":
+        yield address
+        return
+    from distributed import LocalCluster
+
+    # distributed logs its cluster's every start and stop at INFO: not news here.
+    logging.getLogger("distributed").setLevel(logging.getLogger().getEffectiveLevel())
+    with LocalCluster(
+        n_workers=workers or os.cpu_count() or 1,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        silence_logs=logging.getLogger().getEffectiveLevel(),
+    ) as cluster:
+        yield cluster.scheduler_address
 
 
 async def _run(
@@ -343,12 +397,12 @@ async def _progress(
     if not enabled:
         yield
         return
-    async with LiveView(executor, config.results, console, server).running():
+    async with LiveView(executor, config.results_db, console, server).running():
         yield
 
 
 def _summary(console: Console, config: DemoConfig, elapsed: float, total: float) -> None:
-    summary = Summary.read(config.results)
+    summary = Summary.read(config.results_db)
     print_summary(console, summary)
     # Every input row ends up stored or dead-lettered.
     counts = summary.counts
@@ -364,7 +418,7 @@ def _summary(console: Console, config: DemoConfig, elapsed: float, total: float)
     )
     # Paths whole (the terminal wraps them), so they can be copied.
     console.print(
-        f"[bold]results[/] {config.results}, [bold]DAG[/] {config.out / 'pipeline.mmd'}",
+        f"[bold]results[/] {config.results_db.label}, [bold]DAG[/] {config.out / 'pipeline.mmd'}",
         soft_wrap=True,
     )
     console.print(

@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import sqlite3
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from rich import box
 from rich.console import Console
@@ -24,6 +22,7 @@ from .._executor import PipelineExecutor
 from .._metrics import PipelineMetrics
 from ..ingest import IngestServer
 from ..ingest._stats import ServerMetrics
+from ._database import DEAD_LETTERS, ResultsDatabase
 from ._summary import ROUTING, STORED
 
 __all__ = ["LiveView", "Rates", "grpc_line", "live_table"]
@@ -33,21 +32,6 @@ _CAPTION = (
     "in its results table; dead: rows dead-lettered; queue: messages waiting/capacity; "
     "p50: ms per message"
 )
-
-
-def stored_rows(database: Path) -> dict[str, int]:
-    """Rows per results table, read-only; a table not there yet (or busy) is left out."""
-    counts: dict[str, int] = {}
-    if not database.exists():
-        return counts
-    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=0.05)
-    try:
-        for table in (*STORED.values(), "dead_letters"):
-            with contextlib.suppress(sqlite3.OperationalError):
-                counts[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    finally:
-        conn.close()
-    return counts
 
 
 class Rates:
@@ -81,8 +65,9 @@ def grpc_line(server: ServerMetrics, rates: tuple[float, float]) -> str:
 
 
 def live_table(metrics: PipelineMetrics, rows: dict[str, int], grpc: str | None = None) -> Table:
-    """The table for one snapshot; ``rows``: rows per results table (see stored_rows);
-    ``grpc``: the gRPC service's line (see grpc_line), under the title."""
+    """The table for one snapshot; ``rows``: rows per results table (see
+    ``ResultsDatabase.counts``); ``grpc``: the gRPC service's line (see grpc_line),
+    under the title."""
     stored = sum(rows.get(table, 0) for table in STORED.values())
     dead = rows.get("dead_letters", 0)
     rate = (stored + dead) / metrics.uptime if metrics.uptime > 0 else 0.0
@@ -126,7 +111,7 @@ class LiveView:
     def __init__(
         self,
         executor: PipelineExecutor,
-        database: Path,
+        database: ResultsDatabase,
         console: Console,
         server: IngestServer | None = None,
     ) -> None:
@@ -148,7 +133,8 @@ class LiveView:
         return live_table(self.executor.metrics(), self.rows, line)
 
     async def _poll(self) -> None:
-        self.rows = await asyncio.to_thread(stored_rows, self.database)
+        tables = (*STORED.values(), DEAD_LETTERS)
+        self.rows = await asyncio.to_thread(self.database.counts, tables)
 
     @contextlib.asynccontextmanager
     async def running(self, *, interval: float = 0.5) -> AsyncIterator[None]:

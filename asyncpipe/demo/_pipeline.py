@@ -15,13 +15,10 @@ from ..connectors import (
     CsvSink,
     CsvSource,
     RequestTrigger,
-    SqliteDeadLetterSink,
-    SqliteSink,
     SqliteSource,
     TextSource,
     TimerTrigger,
 )
-from ..state import SqliteStateStore
 from ._aggregate import (
     ClientProfiles,
     GlobalTotals,
@@ -34,6 +31,7 @@ from ._aggregate import (
     is_score,
 )
 from ._data import SCORE_TYPES, TIMER_RUNS, TXT_FIELDS, TXT_TYPES, Scale, inbox_path
+from ._database import ResultsDatabase, open_results
 from ._domain import RATES
 from ._fed import FedOnce
 from ._model import RiskModel
@@ -128,6 +126,17 @@ class DemoConfig:
     #: Seconds the stateful stages remember a message they applied, so that the same
     #: batch sent again (same batch id, the same inbox file) is not applied twice.
     dedupe_ttl: float = DEDUPE_TTL
+    #: Where the results, dead letters and durable state live (``--database``):
+    #: ``sqlite`` (``out/results.db`` and ``out/state.db``) or a ``postgresql://`` URL.
+    database: str = "sqlite"
+    #: The Dask scheduler the risk model runs on (``--dask``), instead of the event loop
+    #: or the process pool. None: not on Dask.
+    dask: str | None = None
+
+    @property
+    def results_db(self) -> ResultsDatabase:
+        """The results database ``database`` names (see ``_database``)."""
+        return open_results(self.database, self.out)
 
     @property
     def out(self) -> Path:
@@ -135,6 +144,7 @@ class DemoConfig:
 
     @property
     def results(self) -> Path:
+        """The SQLite results database (with ``database="sqlite"``)."""
         return self.out / "results.db"
 
     @property
@@ -159,9 +169,7 @@ def reset_outputs(config: DemoConfig, *, inputs_changed: bool = False) -> None:
     config.out.mkdir(parents=True, exist_ok=True)
     if config.serve and not inputs_changed:
         return
-    for name in ("results.db", "state.db"):
-        for suffix in ("", "-wal", "-shm"):
-            (config.out / f"{name}{suffix}").unlink(missing_ok=True)
+    config.results_db.reset()
     for stale in [
         *config.out.glob(".inbox-manifest-*"),
         *config.out.glob(".fed-*"),
@@ -219,6 +227,7 @@ def build_pipeline(
     """The bank pipeline; its gRPC entry points are the nodes ``normalize``,
     ``classify`` and ``scores``."""
     inbox, out = inbox_path(config.workdir), config.out
+    results = config.results_db
     checks = None if config.serve else 1  # run once: the files there now, then stop
 
     def watch(suffix: str, reader: Any) -> RequestTrigger:
@@ -234,7 +243,8 @@ def build_pipeline(
 
     def store(name: str, table: str, upstream: HandlerNode, workers: int) -> HandlerNode:
         key, schema = SCHEMAS[table]
-        sink = SqliteSink(config.results, table, key=key, schema=schema)
+        sink = results.sink(table, key, schema)
+        workers = results.writers(workers)
         return HandlerNode(name, sink, [upstream], workers=workers, ordered=False)
 
     def fed_once(name: str, source: Any) -> HandlerNode:
@@ -268,7 +278,13 @@ def build_pipeline(
         [classify],
     )
     convert = HandlerNode("convert", CurrencyConverter(config.rates), [history_db, classify])
-    risk = HandlerNode("risk", risk_model(model), [convert], cpu=config.risk_in_pool)
+    risk = HandlerNode(
+        "risk",
+        risk_model(model),
+        [convert],
+        cpu=config.risk_in_pool,
+        executor=_on_dask(config.dask),
+    )
     # The aggregator: keyed stateful stages (see _aggregate), one lane each.
     join = HandlerNode("join", JoinScores(), [normalize, scores], key=_cpf)
     links = HandlerNode("links", Rows(is_link), [join])
@@ -309,11 +325,21 @@ def build_pipeline(
     return PipelineExecutor(
         producers,
         consumers,
-        dead_letter_sink=SqliteDeadLetterSink(config.results),
-        state_store=SqliteStateStore(config.state, dedupe_ttl=config.dedupe_ttl),
+        dead_letter_sink=results.dead_letter_sink(),
+        state_store=results.state_store(dedupe_ttl=config.dedupe_ttl),
         max_workers=config.max_workers,
         **executor_options,
     )
+
+
+def _on_dask(scheduler: str | None) -> Any:
+    """The risk node's ``executor=``: the Dask scheduler's, or None (the loop or the
+    pool). Imported only then: ``asyncpipe.dask`` needs the ``[dask]`` extra."""
+    if scheduler is None:
+        return None
+    from ..dask import DaskExecutor
+
+    return DaskExecutor(scheduler)
 
 
 def _cpf(record: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._data import SCORE_FIELDS, SCORE_TYPES, TXT_FIELDS, TXT_TYPES, inbox_path, timer_batch
+from ._database import DEAD_LETTERS, ResultsDatabase, SqliteResults
 from ._domain import classify, convert, cpf_digits, normalize_client, score_problem
 from ._figures import (
     RECENT,
@@ -185,24 +186,25 @@ def _typed(
         yield {name: record[name] for name in fields}
 
 
-def compare(results: Path, expected: Expected, *, limit: int = 20) -> list[str]:
-    """The differences between the results database and ``expected`` (empty: equal)."""
+def compare(results: Path | ResultsDatabase, expected: Expected, *, limit: int = 20) -> list[str]:
+    """The differences between the results database (a SQLite file, or any
+    :class:`~._database.ResultsDatabase`) and ``expected`` (empty: equal)."""
+    database = (
+        SqliteResults(results, results.with_name("state.db"))
+        if isinstance(results, Path)
+        else results
+    )
     problems: list[str] = []
-    conn = sqlite3.connect(results)
-    conn.row_factory = sqlite3.Row
-    try:
-        for table, want in expected.tables.items():
-            _compare_table(conn, table, want, problems, limit)
-            if len(problems) >= limit:
-                return problems
-        counts = _dead_letters(conn)
-        if counts != expected.dead_letters:
-            problems.append(
-                f"dead letters per node: {dict(sorted(counts.items()))}, "
-                f"expected {dict(sorted(expected.dead_letters.items()))}"
-            )
-    finally:
-        conn.close()
+    for table, want in expected.tables.items():
+        _compare_table(database, table, want, problems, limit)
+        if len(problems) >= limit:
+            return problems
+    counts = _dead_letters(database)
+    if counts != expected.dead_letters:
+        problems.append(
+            f"dead letters per node: {dict(sorted(counts.items()))}, "
+            f"expected {dict(sorted(expected.dead_letters.items()))}"
+        )
     return problems
 
 
@@ -231,22 +233,18 @@ def check_served(
         return [f"inputs not fed to the end yet (start --serve again): {', '.join(left)}"]
     expected = compute(config, model)
     problems: list[str] = []
-    conn = sqlite3.connect(config.results)
-    conn.row_factory = sqlite3.Row
-    try:
-        stored: dict[str, dict[Any, dict[str, Any]]] = {}
-        for table in ("clients", "scores", "transactions"):
-            stored[table] = _compare_table(
-                conn, table, expected.tables[table], problems, limit, subset=True
-            )
-        profiles, metrics = results(
-            stored["clients"], stored["scores"], stored["transactions"].values(), config.scale.as_of
+    database = config.results_db
+    stored: dict[str, dict[Any, dict[str, Any]]] = {}
+    for table in ("clients", "scores", "transactions"):
+        stored[table] = _compare_table(
+            database, table, expected.tables[table], problems, limit, subset=True
         )
-        _compare_table(conn, "client_profiles", profiles, problems, limit)
-        _compare_table(conn, "metrics", metrics, problems, limit)
-        counts = _dead_letters(conn)
-    finally:
-        conn.close()
+    profiles, metrics = results(
+        stored["clients"], stored["scores"], stored["transactions"].values(), config.scale.as_of
+    )
+    _compare_table(database, "client_profiles", profiles, problems, limit)
+    _compare_table(database, "metrics", metrics, problems, limit)
+    counts = _dead_letters(database)
     want = expected.dead_letters + (sent_dead_letters or Counter())
     short = {node: (counts[node], n) for node, n in want.items() if counts[node] < n}
     over = {node: (n, want[node]) for node, n in counts.items() if n > want[node]}
@@ -258,7 +256,7 @@ def check_served(
 
 
 def _compare_table(
-    conn: sqlite3.Connection,
+    database: ResultsDatabase,
     table: str,
     want: Mapping[Any, Mapping[str, Any]],
     problems: list[str],
@@ -269,7 +267,7 @@ def _compare_table(
     """Note in ``problems`` how ``table`` differs from ``want`` (key -> row); with
     ``subset``, rows beyond ``want`` are fine. Returns the table's rows by key."""
     key, schema = SCHEMAS[table]
-    got = {row[key]: dict(row) for row in conn.execute(f"SELECT * FROM {table}")}
+    got = {row[key]: row for row in database.rows(table)}
     missing = sorted(set(want) - set(got), key=str)
     extra = [] if subset else sorted(set(got) - set(want), key=str)
     if missing:
@@ -286,9 +284,8 @@ def _compare_table(
     return got
 
 
-def _dead_letters(conn: sqlite3.Connection) -> Counter[str]:
-    sql = "SELECT node, count(*) FROM dead_letters GROUP BY node"
-    return Counter(dict(conn.execute(sql).fetchall()))
+def _dead_letters(database: ResultsDatabase) -> Counter[str]:
+    return Counter(row["node"] for row in database.rows(DEAD_LETTERS))
 
 
 def _same(column: str, a: Any, b: Any) -> bool:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from ._database import DEAD_LETTERS, ResultsDatabase
 
 __all__ = [
     "ROUTING",
@@ -98,22 +98,14 @@ class Summary:
     results: dict[str, Any]  # the metrics table: name -> value
 
     @classmethod
-    def read(cls, database: Path) -> Summary:
-        conn = sqlite3.connect(database)
-        try:
-            counts = {
-                table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                for table in STORED.values()
-            }
-            letters = conn.execute(
-                "SELECT node, error_type, error_message FROM dead_letters"
-            ).fetchall()
-            results = {
-                name: json.loads(value)
-                for name, value in conn.execute("SELECT name, value FROM metrics")
-            }
-        finally:
-            conn.close()
+    def read(cls, database: ResultsDatabase) -> Summary:
+        counts = {table: 0 for table in STORED.values()}
+        counts.update(database.counts(STORED.values()))
+        letters = [
+            (row["node"], row["error_type"], row["error_message"])
+            for row in database.rows(DEAD_LETTERS)
+        ]
+        results = {row["name"]: json.loads(row["value"]) for row in database.rows("metrics")}
         return cls(counts, group_dead_letters(letters), len(letters), results)
 
 

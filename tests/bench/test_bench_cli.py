@@ -125,6 +125,7 @@ def test_dask_sweep_runs_on_a_local_cluster_and_reports_the_break_even(
     out = capsys.readouterr().out
     assert "0.5 ms per message" in out and "2 ms per message" in out
     assert "Dask breaks even with the plain loop" in out
+    assert "; with the process pool " in out
 
 
 def test_dask_sizes_must_be_positive_numbers() -> None:

@@ -8,10 +8,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import watchfiles
+
 from asyncpipe import PipelineExecutor
 from asyncpipe.demo._data import Scale, generate
 from asyncpipe.demo._model import RiskModel, train
-from asyncpipe.demo._pipeline import DemoConfig, build_pipeline, reset_outputs
+from asyncpipe.demo._pipeline import DemoConfig, build_pipeline, reset_outputs, unfed
 
 TIMEOUT = 40.0
 AS_OF = "2026-11-01"
@@ -38,6 +40,23 @@ async def run_demo(config: DemoConfig, **options: Any) -> PipelineExecutor:
     async with asyncio.timeout(TIMEOUT):
         await executor.run()
     return executor
+
+
+async def fed_to_the_end(config: DemoConfig) -> None:
+    """Wait until the server has fed every input of the work directory to the end (the
+    timer fires for a second after each start; a stop before that leaves it to the next)."""
+    if not unfed(config):
+        return
+    try:
+        async with asyncio.timeout(30):
+            # Woken by the server's writes to out/ (markers, manifests); the 1 s timeout
+            # covers a write made before the watch began.
+            async for _ in watchfiles.awatch(config.out, rust_timeout=1000, yield_on_timeout=True):
+                if not unfed(config):
+                    return
+    except TimeoutError:
+        pass
+    raise AssertionError(f"inputs not fed to the end: {unfed(config)}")
 
 
 def dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:

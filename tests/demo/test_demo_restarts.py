@@ -29,11 +29,10 @@ from typing import Any
 
 import grpc
 import pytest
-import watchfiles
-from demo_helpers import AS_OF, model_for
+from demo_helpers import AS_OF, fed_to_the_end, model_for
 
 from asyncpipe.demo._data import Scale
-from asyncpipe.demo._pipeline import DemoConfig, unfed
+from asyncpipe.demo._pipeline import DemoConfig
 from asyncpipe.demo._reference import check_served
 from asyncpipe.demo.v1 import bank_pb2 as pb
 from asyncpipe.demo.v1 import bank_pb2_grpc as pb_grpc
@@ -191,23 +190,6 @@ class Load:
 async def channel(address: str) -> AsyncIterator[Any]:
     async with grpc.aio.insecure_channel(address) as chan:
         yield pb_grpc.IngestionServiceStub(chan)
-
-
-async def fed_to_the_end(config: DemoConfig) -> None:
-    """Wait until the server has fed every input of the work directory to the end (the
-    timer fires for a second after each start; a stop before that leaves it to the next)."""
-    if not unfed(config):
-        return
-    try:
-        async with asyncio.timeout(30):
-            # Woken by the server's writes to out/ (markers, manifests); the 1 s timeout
-            # covers a write made before the watch began.
-            async for _ in watchfiles.awatch(config.out, rust_timeout=1000, yield_on_timeout=True):
-                if not unfed(config):
-                    return
-    except TimeoutError:
-        pass
-    raise AssertionError(f"inputs not fed to the end: {unfed(config)}")
 
 
 def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
