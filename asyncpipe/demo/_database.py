@@ -64,10 +64,12 @@ class ResultsDatabase(Protocol):
     def sink(self, table: str, key: str, schema: Mapping[str, str]) -> Any:
         """The handler that upserts records into ``table`` on ``key``."""
 
-    def writers(self, workers: int) -> int:
-        """How many of a table sink's ``workers`` may write at once so that the batches
-        for one table are committed in the order they arrive (a profile row written after
-        a newer one would overwrite it)."""
+    #: Whether a table sink's concurrent writes commit in the order their batches arrive
+    #: (SQLite: one writer thread commits what waits, in order). Where they do not
+    #: (PostgreSQL: one transaction per connection), the sink's node routes rows by key,
+    #: so one key's rows are written by one worker, in order: a profile row written after
+    #: a newer one would overwrite it.
+    commits_in_order: bool
 
     def dead_letter_sink(self) -> DeadLetterSink:
         """The pipeline's dead-letter sink (table :data:`DEAD_LETTERS`)."""
@@ -106,14 +108,13 @@ class SqliteResults:
         self.state = state
         self.label = str(results)
 
+    commits_in_order = True
+
     def __repr__(self) -> str:
         return f"<SqliteResults {self.label}>"
 
     def sink(self, table: str, key: str, schema: Mapping[str, str]) -> SqliteSink:
         return SqliteSink(self.results, table, key=key, schema=dict(schema))
-
-    def writers(self, workers: int) -> int:
-        return workers  # the writer commits the batches waiting together, in arrival order
 
     def dead_letter_sink(self) -> SqliteDeadLetterSink:
         return SqliteDeadLetterSink(self.results, table=DEAD_LETTERS)
@@ -161,15 +162,14 @@ class PostgresResults:
         self.dsn = dsn
         self.label = _safe_dsn(dsn)
 
+    commits_in_order = False  # one transaction per connection: any order
+
     def __repr__(self) -> str:
         return f"<PostgresResults {self.label}>"
 
     def sink(self, table: str, key: str, schema: Mapping[str, str]) -> PostgresSink:
         types = {column: _POSTGRES_TYPES[kind] for column, kind in schema.items()}
         return PostgresSink(self.dsn, table, key=key, schema=types)
-
-    def writers(self, workers: int) -> int:
-        return 1  # one transaction per connection: two connections commit in any order
 
     def dead_letter_sink(self) -> PostgresDeadLetterSink:
         return PostgresDeadLetterSink(self.dsn, table=DEAD_LETTERS)

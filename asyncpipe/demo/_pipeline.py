@@ -244,8 +244,8 @@ def build_pipeline(
     def store(name: str, table: str, upstream: HandlerNode, workers: int) -> HandlerNode:
         key, schema = SCHEMAS[table]
         sink = results.sink(table, key, schema)
-        workers = results.writers(workers)
-        return HandlerNode(name, sink, [upstream], workers=workers, ordered=False)
+        route = None if results.commits_in_order else key
+        return HandlerNode(name, sink, [upstream], workers=workers, key=route, ordered=False)
 
     def fed_once(name: str, source: Any) -> HandlerNode:
         return HandlerNode(name, FedOnce(source, name, out / f".fed-{name}"))
