@@ -128,6 +128,12 @@ class DemoConfig:
     #: Seconds the stateful stages remember a message they applied, so that the same
     #: batch sent again (same batch id, the same inbox file) is not applied twice.
     dedupe_ttl: float = DEDUPE_TTL
+    #: Server processes sharing the port and the databases (``--processes``): above 1
+    #: the state store runs in shared mode (docs/processes.md).
+    processes: int = 1
+    #: Run the start-up sources (the input database, the timer, the inbox watchers).
+    #: With several server processes only the first one does; the others feed gRPC only.
+    startup: bool = True
 
     @property
     def out(self) -> Path:
@@ -238,7 +244,10 @@ def build_pipeline(
         return HandlerNode(name, sink, [upstream], workers=workers, ordered=False)
 
     def fed_once(name: str, source: Any) -> HandlerNode:
-        return HandlerNode(name, FedOnce(source, name, out / f".fed-{name}"))
+        return start_up(name, FedOnce(source, name, out / f".fed-{name}"))
+
+    def start_up(name: str, source: Any) -> HandlerNode:
+        return HandlerNode(name, source if config.startup else [])  # [] feeds nothing
 
     order = "id"
     if config.arrival_seed is not None:  # a pseudo-random permutation of the ids
@@ -253,8 +262,8 @@ def build_pipeline(
             config.input_db, f"SELECT * FROM transactions ORDER BY {order}", batch_size=BATCH
         ),
     )
-    inbox_tx = HandlerNode("inbox_transactions", watch(".txt", _read_txt))
-    inbox_scores = HandlerNode("inbox_scores", watch(".csv", _read_scores))
+    inbox_tx = start_up("inbox_transactions", watch(".txt", _read_txt))
+    inbox_scores = start_up("inbox_scores", watch(".csv", _read_scores))
     timer = fed_once(
         "timer",
         TimerTrigger(TimerBatches(config.scale), config.timer_interval, config.timer_runs),
@@ -310,7 +319,9 @@ def build_pipeline(
         producers,
         consumers,
         dead_letter_sink=SqliteDeadLetterSink(config.results),
-        state_store=SqliteStateStore(config.state, dedupe_ttl=config.dedupe_ttl),
+        state_store=SqliteStateStore(
+            config.state, dedupe_ttl=config.dedupe_ttl, shared=config.processes > 1
+        ),
         max_workers=config.max_workers,
         **executor_options,
     )
