@@ -36,6 +36,7 @@ from test_demo_restarts import (
     query,
 )
 
+from asyncpipe.demo.__main__ import parse_args
 from asyncpipe.demo._pipeline import DemoConfig
 from asyncpipe.demo._reference import check_served
 from asyncpipe.demo.v1 import bank_pb2_grpc as pb_grpc
@@ -198,3 +199,10 @@ async def test_two_server_processes_one_killed_count_everything_once(tmp_path: P
         assert counted == [(str(stored),)]  # every stored transaction counted, once
     finally:
         supervisor.cleanup()
+
+
+def test_processes_need_serve_and_no_metrics_port() -> None:
+    assert parse_args(["--serve", "--processes", "2"]).processes == 2
+    for argv in (["--processes", "2"], ["--serve", "--processes", "2", "--metrics-port", "0"]):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
