@@ -37,7 +37,7 @@ from .._handler import Rejection, collect_rejections
 from .._lanes import Arrivals, LaneEnvelope, dispatch
 from .._receipt import Outcome, Receipt, item_count
 from ._codec import Codec
-from ._relay import Relay, unseen
+from ._relay import Relay, relay_origin, unseen
 from ._store import StateCommit, StateStore
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ async def _redeliver(runtime: NodeRuntime, store: StateStore, codec: Codec) -> l
     if not runtime.outputs.terminal:
         for name, outputs in pending:
             # The origin a stateful node downstream names them by, as in the first run.
-            receipt = Receipt(runtime.name, origin=name)
+            receipt = Receipt(runtime.name, origin=relay_origin(runtime.name, name))
             await runtime.outputs.send(codec.decode(outputs), receipt)
             receipt.release()
             receipts.append(receipt)

@@ -7,13 +7,14 @@ import asyncio
 
 from .._receipt import Receipt
 
-__all__ = ["Relay", "unseen"]
+__all__ = ["Relay", "relay_origin", "unseen"]
 
 
 class Relay(Receipt):
-    """The receipt of one named message's outputs: its origin is the message's name, so a
-    stateful node downstream names them alike whether they come now or are sent again
-    from the outbox after a crash (``_lane._redeliver``) -- and recognises the replay.
+    """The receipt of one named message's outputs: its origin is the message's name (with
+    the node's: :func:`relay_origin`), so a stateful node downstream names them alike
+    whether they come now or are sent again from the outbox after a crash
+    (``_lane._redeliver``) -- and recognises the replay.
     Outcomes, items and dead letters are counted on the message's own receipt, which
     settles when the relay does.
 
@@ -26,7 +27,7 @@ class Relay(Receipt):
     __slots__ = ("fresh", "parent")
 
     def __init__(self, parent: Receipt, node: str, name: str, *, fresh: bool) -> None:
-        super().__init__(node, origin=name)
+        super().__init__(node, origin=relay_origin(node, name))
         self.parent = parent
         self.fresh = fresh
         self.counts = parent.counts
@@ -38,6 +39,13 @@ class Relay(Receipt):
     def _parent_done(self, future: asyncio.Future[Receipt]) -> None:
         if not future.cancelled() and future.exception() is not None:
             self._abort("its message's receipt was aborted")
+
+
+def relay_origin(node: str, name: str) -> str:
+    """The origin of the outputs ``node`` produced from its message ``name``: the node is
+    part of it, so the outputs two stateful nodes derive from one message, meeting in a
+    third, are not taken for one another (nor for a replay of one another)."""
+    return f"{node}\x1e{name}"
 
 
 def unseen(receipt: Receipt | None) -> bool:

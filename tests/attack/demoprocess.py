@@ -178,15 +178,37 @@ def alive(processes: list[tuple[int, str]]) -> list[int]:
 async def await_gone(processes: list[tuple[int, str]], bound: float) -> tuple[list[int], float]:
     """Wait up to ``bound`` seconds for ``processes`` to exit; (those left, seconds taken).
 
-    A bounded poll of /proc: these processes are not our children (a SIGKILLed parent's
-    orphans are re-parented), so there is nothing to wait on but their /proc entries.
+    These processes are not our children (a SIGKILLed parent's orphans are re-parented),
+    so there is no ``wait()``: a pidfd of each becomes readable when it exits.
     """
     started = time.monotonic()
-    left = alive(processes)
-    while left and time.monotonic() - started < bound:
-        await asyncio.sleep(0.05)  # polling /proc for the exit of processes not ours
-        left = alive(processes)
-    return left, time.monotonic() - started
+    loop = asyncio.get_running_loop()
+    exits: list[asyncio.Future[None]] = []
+    fds: list[int] = []
+    try:
+        for pid, start in processes:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            fds.append(fd)
+            if not alive([(pid, start)]):  # gone, or the pid already reused
+                continue
+            exited: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, _settle, exited)
+            exits.append(exited)
+        if exits:
+            await asyncio.wait(exits, timeout=bound)
+    finally:
+        for fd in fds:
+            loop.remove_reader(fd)
+            os.close(fd)
+    return alive(processes), time.monotonic() - started
+
+
+def _settle(exited: asyncio.Future[None]) -> None:
+    if not exited.done():
+        exited.set_result(None)
 
 
 def query(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:

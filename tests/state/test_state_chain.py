@@ -85,3 +85,23 @@ async def test_the_outbox_keeps_every_output_after_the_first_one_not_delivered()
     # so sending it again replays b1's outputs then b2's, as the first run did.
     pending = await store.undelivered("state")
     assert [name.split("\x1f")[0] for name, _ in pending][:2] == ["b1", "b2"]
+
+
+async def test_two_stateful_nodes_feeding_a_third_are_told_apart() -> None:
+    # One message reaches "left" and "right" (both stateful, one lane each); each sends
+    # its outputs on to "both". Their relays derive from the same message: named after it
+    # alone, "both" would take right's outputs for a replay of left's and drop them.
+    sink = CollectingSink()
+    ingest = HandlerNode("ingest")
+    left = HandlerNode("left", Running(), [ingest], key=lambda r: r["k"])
+    right = HandlerNode("right", Running(), [ingest], key=lambda r: r["k"])
+    both = HandlerNode("both", Running(), [left, right], key=lambda r: "all")
+    out = HandlerNode("sink", sink, [both])
+    executor = PipelineExecutor(
+        [ingest], [left, right, both, out], state_store=MemoryStateStore(persistent=True)
+    )
+    async with asyncio.timeout(TIMEOUT):
+        async with executor:
+            receipt = await executor.submit("ingest", [{"k": "a", "v": 2}], origin="b1")
+            await receipt
+    assert sorted(m[0]["v"] for m in sink.items) == [2, 4]

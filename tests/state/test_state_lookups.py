@@ -87,5 +87,5 @@ async def test_outputs_sent_again_are_still_looked_up_and_recognised(tmp_path: P
             await (await second_run.submit("ingest", [{"k": "a", "v": 1}], origin="b2"))
     # "first" sends b1's outputs again from its outbox: "second" looks their name up (and
     # only theirs: b2's outputs are fresh) and recognises them.
-    assert [name.split("\x1f")[0] for name in store.looked_up["second"]] == ["b1"]
+    assert [name.split("\x1f")[0] for name in store.looked_up["second"]] == ["first\x1eb1"]
     assert sink.items == [[{"k": "a", "v": 5}], [{"k": "a", "v": 11}]]
