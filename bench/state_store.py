@@ -6,7 +6,11 @@
 latest totals`` (checked against a plain loop after every run). Stores: ``memory`` (not
 persistent: the baseline without durability), ``sqlite`` (a fresh file per run) and
 ``postgres`` (a fresh database per run, dropped after it, on ``DATABASE_URL`` or a server
-started from the pgserver wheel). Runs alternate the stores' order; the table gives the
+started from the pgserver wheel); ``sqlite-shared`` and ``postgres-shared`` are the same in
+shared mode (``shared=True``: what several server processes on one store need -- each
+group of messages applied in its node's exclusive section, keys read again, outputs
+delivered before the section ends; here one process, so the cost of the mode alone). Runs
+alternate the stores' order; the table gives the
 median events/s, the range, and each store's ratio to the baseline.
 """
 
@@ -34,7 +38,7 @@ from asyncpipe.state import (
 
 from .csv_postgres import _server
 
-STORES = ("memory", "sqlite", "postgres")
+STORES = ("memory", "sqlite", "sqlite-shared", "postgres", "postgres-shared")
 IN_FLIGHT = 8
 
 
@@ -114,17 +118,19 @@ async def measure(
 ) -> float:
     """Seconds for one run over a fresh store of ``kind``; ``RuntimeError`` if a key's
     totals differ from the plain loop's."""
+    shared = kind.endswith("-shared")
     if kind == "memory":
         took, latest = await run(MemoryStateStore(), plan)
-    elif kind == "sqlite":
-        took, latest = await run(SqliteStateStore(folder / f"{uuid.uuid4().hex}.db"), plan)
+    elif kind.startswith("sqlite"):
+        path = folder / f"{uuid.uuid4().hex}.db"
+        took, latest = await run(SqliteStateStore(path, shared=shared), plan)
     else:
         name = f"bench_{uuid.uuid4().hex[:10]}"
         await _admin(admin_dsn, f'CREATE DATABASE "{name}"')
         head, _, tail = admin_dsn.partition("?")
         dsn = f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{tail}" if tail else "")
         try:
-            took, latest = await run(PostgresStateStore(dsn), plan)
+            took, latest = await run(PostgresStateStore(dsn, shared=shared), plan)
         finally:
             await _admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     if latest != expected(plan):
@@ -151,12 +157,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                     seconds[kind].append(took)
     base = statistics.median(args.events / s for s in seconds["memory"])
     print(f"{args.events} events, {args.keys} keys, batches of {args.batch}, {args.repeat} runs")
-    print(f"{'store':<10}{'events/s (median)':>20}{'range':>22}{'vs memory':>12}")
+    print(f"{'store':<16}{'events/s (median)':>20}{'range':>22}{'vs memory':>12}")
     for kind in STORES:
         rates = sorted(args.events / s for s in seconds[kind])
         median = statistics.median(rates)
         span = f"{rates[0]:,.0f}-{rates[-1]:,.0f}"
-        print(f"{kind:<10}{median:>20,.0f}{span:>22}{median / base:>11.2f}x")
+        print(f"{kind:<16}{median:>20,.0f}{span:>22}{median / base:>11.2f}x")
 
 
 if __name__ == "__main__":

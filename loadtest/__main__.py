@@ -80,6 +80,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=1,
         help="spread the clients over this many processes",
     )
+    parser.add_argument(
+        "--server-processes",
+        type=int,
+        default=1,
+        help="server processes of the started demo server (its --processes: they share "
+        "the port, the results and the state)",
+    )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds allowed per call")
     parser.add_argument(
         "--out", type=Path, help="output directory (default: ./loadtest-results/<timestamp>/)"
@@ -107,8 +114,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("duration", "timeout"):
         if not getattr(args, name) > 0:
             parser.error(f"--{name} must be > 0")
-    if args.warmup < 0 or args.batch_size < 1 or args.procs < 1:
-        parser.error("--warmup must be >= 0, --batch-size and --procs >= 1")
+    if args.warmup < 0 or args.batch_size < 1 or args.procs < 1 or args.server_processes < 1:
+        parser.error("--warmup must be >= 0, --batch-size, --procs, --server-processes >= 1")
+    if args.target and args.server_processes != 1:
+        parser.error("--server-processes: for the started server, not with --target")
     if args.requests is not None and args.requests < 1:
         parser.error("--requests must be >= 1")
     if args.target and not args.target.startswith(("127.", "localhost:", "[::1]:")):
@@ -135,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_base = new_run_base()
     try:
         if target is None:
-            server = DemoServer(workdir)
+            extra = ["--processes", str(args.server_processes)]
+            server = DemoServer(workdir, extra if args.server_processes > 1 else None)
             with console.status("starting the demo server..."):
                 target = run(server.ready())
             database = server.results
@@ -190,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "rpc": args.rpc,
         "procs": args.procs,
+        "server_processes": args.server_processes,
         "timeout": args.timeout,
     }
     paths = write(args.out, config, levels, integrity)

@@ -35,6 +35,7 @@ from ._domain import RATES
 from ._live import LiveView
 from ._model import trained
 from ._pipeline import DEDUPE_TTL, DemoConfig, build_pipeline, reset_outputs
+from ._processes import serve_in_processes
 from ._reference import check_served, compare, compute
 from ._summary import Summary, print_summary
 from .service import bank_server
@@ -148,6 +149,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="how long the aggregator remembers a batch it applied, so that the same batch "
         "sent again (same batch id) is not counted twice",
     )
+    parser.add_argument(
+        "--processes",
+        type=_positive,
+        default=1,
+        help="with --serve: server processes sharing the gRPC port, the results and the "
+        "state (its shared mode); a crashed one is restarted, one SIGTERM stops all "
+        "(docs/processes.md)",
+    )
     parser.add_argument("--port", type=int, default=50051, help="gRPC port with --serve")
     parser.add_argument(
         "--host",
@@ -183,6 +192,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(str(exc))
     if args.dask is not None and args.risk_in_pool:
         parser.error("--dask and --risk-in-pool: the risk model runs in one place, choose one")
+    if args.processes > 1 and not args.serve:
+        parser.error("--processes needs --serve")
+    if args.processes > 1 and args.metrics_port is not None:
+        parser.error("--metrics-port serves one process's metrics: not with --processes")
     return args
 
 
@@ -243,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dedupe_ttl=args.dedupe_ttl,
         risk_in_pool=args.risk_in_pool,
         database=args.database,
+        processes=args.processes,
     )
     started = time.perf_counter()
     with console.status("generating input data (Faker pt_BR)..."):
@@ -262,6 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with console.status("setting up Dask..."):
             config.dask = cluster.enter_context(_dask(args.dask, args.workers))
         console.print(f"[bold]Dask[/] risk model on the cluster at {config.dask}")
+    if args.processes > 1:
+        with cluster:
+            return _serve_in_processes(console, config, model, args)
     executor = build_pipeline(config, model)
     (config.out / "pipeline.mmd").write_text(executor.to_mermaid() + "\n")
     ran_at = time.perf_counter()
@@ -275,6 +292,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.perf_counter() - ran_at
     _summary(console, config, elapsed, time.perf_counter() - started)
     return _verify(console, config, model, served=args.serve) if args.verify else 0
+
+
+def _serve_in_processes(
+    console: Console, config: DemoConfig, model: bytes, args: argparse.Namespace
+) -> int:
+    """``--serve --processes N``: until stopped; then ``--verify`` checks the results."""
+    level = logging.INFO if args.verbose else logging.WARNING
+    serving = serve_in_processes(
+        config,
+        model,
+        host=args.host,
+        port=args.port,
+        console=console,
+        level=level,
+        switch=SWITCH_INTERVAL,
+    )
+    try:
+        run(serving)
+    except KeyboardInterrupt:  # a second Ctrl-C during the drain
+        console.print("[red]aborted[/]")
+        return 130
+    return _verify(console, config, model, served=True) if args.verify else 0
 
 
 def _verify(console: Console, config: DemoConfig, model: bytes, *, served: bool) -> int:

@@ -74,8 +74,9 @@ class ResultsDatabase(Protocol):
     def dead_letter_sink(self) -> DeadLetterSink:
         """The pipeline's dead-letter sink (table :data:`DEAD_LETTERS`)."""
 
-    def state_store(self, *, dedupe_ttl: float) -> StateStore:
-        """The aggregator's durable state store."""
+    def state_store(self, *, dedupe_ttl: float, shared: bool = False) -> StateStore:
+        """The aggregator's durable state store; ``shared``: several server processes
+        use it at once (docs/processes.md)."""
 
     def reset(self) -> None:
         """Remove the results, the dead letters and the state: a run starts over."""
@@ -119,8 +120,8 @@ class SqliteResults:
     def dead_letter_sink(self) -> SqliteDeadLetterSink:
         return SqliteDeadLetterSink(self.results, table=DEAD_LETTERS)
 
-    def state_store(self, *, dedupe_ttl: float) -> SqliteStateStore:
-        return SqliteStateStore(self.state, dedupe_ttl=dedupe_ttl)
+    def state_store(self, *, dedupe_ttl: float, shared: bool = False) -> SqliteStateStore:
+        return SqliteStateStore(self.state, dedupe_ttl=dedupe_ttl, shared=shared)
 
     def reset(self) -> None:
         for path in (self.results, self.state):
@@ -174,8 +175,8 @@ class PostgresResults:
     def dead_letter_sink(self) -> PostgresDeadLetterSink:
         return PostgresDeadLetterSink(self.dsn, table=DEAD_LETTERS)
 
-    def state_store(self, *, dedupe_ttl: float) -> PostgresStateStore:
-        return PostgresStateStore(self.dsn, dedupe_ttl=dedupe_ttl)
+    def state_store(self, *, dedupe_ttl: float, shared: bool = False) -> PostgresStateStore:
+        return PostgresStateStore(self.dsn, dedupe_ttl=dedupe_ttl, shared=shared)
 
     def reset(self) -> None:
         from ._pipeline import SCHEMAS

@@ -138,6 +138,13 @@ class DemoConfig:
         """The results database ``database`` names (see ``_database``)."""
         return open_results(self.database, self.out)
 
+    #: Server processes sharing the port and the databases (``--processes``): above 1
+    #: the state store runs in shared mode (docs/processes.md).
+    processes: int = 1
+    #: Run the start-up sources (the input database, the timer, the inbox watchers).
+    #: With several server processes only the first one does; the others feed gRPC only.
+    startup: bool = True
+
     @property
     def out(self) -> Path:
         return self.workdir / "out"
@@ -248,7 +255,10 @@ def build_pipeline(
         return HandlerNode(name, sink, [upstream], workers=workers, key=route, ordered=False)
 
     def fed_once(name: str, source: Any) -> HandlerNode:
-        return HandlerNode(name, FedOnce(source, name, out / f".fed-{name}"))
+        return start_up(name, FedOnce(source, name, out / f".fed-{name}"))
+
+    def start_up(name: str, source: Any) -> HandlerNode:
+        return HandlerNode(name, source if config.startup else [])  # [] feeds nothing
 
     order = "id"
     if config.arrival_seed is not None:  # a pseudo-random permutation of the ids
@@ -263,8 +273,8 @@ def build_pipeline(
             config.input_db, f"SELECT * FROM transactions ORDER BY {order}", batch_size=BATCH
         ),
     )
-    inbox_tx = HandlerNode("inbox_transactions", watch(".txt", _read_txt))
-    inbox_scores = HandlerNode("inbox_scores", watch(".csv", _read_scores))
+    inbox_tx = start_up("inbox_transactions", watch(".txt", _read_txt))
+    inbox_scores = start_up("inbox_scores", watch(".csv", _read_scores))
     timer = fed_once(
         "timer",
         TimerTrigger(TimerBatches(config.scale), config.timer_interval, config.timer_runs),
@@ -326,7 +336,7 @@ def build_pipeline(
         producers,
         consumers,
         dead_letter_sink=results.dead_letter_sink(),
-        state_store=results.state_store(dedupe_ttl=config.dedupe_ttl),
+        state_store=results.state_store(dedupe_ttl=config.dedupe_ttl, shared=config.processes > 1),
         max_workers=config.max_workers,
         **executor_options,
     )

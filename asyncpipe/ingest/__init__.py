@@ -19,7 +19,7 @@ if _find_spec("grpc") is None:
 from .._exports import claim_module as _claim_module
 from ._client import RETRYABLE, IngestClient, IngestStream, new_batch_id
 from ._intake import Ack
-from ._processes import serve_processes
+from ._processes import serve_processes, server_index
 from ._routes import Invalid, Route, quoted
 from ._server import IngestServer, serve
 from ._stats import MethodMetrics, ServerMetrics
@@ -38,6 +38,7 @@ __all__ = [
     "quoted",
     "serve",
     "serve_processes",
+    "server_index",
 ]
 
 _claim_module(globals(), __all__, __name__)

@@ -119,6 +119,11 @@ class IngestClient:
                 # Reconnect quickly after a server restart (defaults: 1 s, up to 120 s).
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 1000),
+                # A connection of its own: gRPC otherwise shares one between the channels
+                # of a process to the same target, so N clients would be one connection
+                # -- and one server process of several sharing the port (SO_REUSEPORT
+                # spreads connections, not calls).
+                ("grpc.use_local_subchannel_pool", 1),
             ],
         )
         self._calls: dict[str, Any] = {}  # method name -> its multicallable

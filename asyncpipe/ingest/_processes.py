@@ -20,7 +20,9 @@ SIGKILL) gets SIGTERM from the kernel and stops the same way. Each child's serve
 made to share the port (``reuse_port`` is set on it).
 
 ``build`` runs in the child, which is started with ``spawn``: it must be picklable (a
-module-level function, or a ``functools.partial`` of one). Children do not configure
+module-level function, or a ``functools.partial`` of one). :func:`server_index` tells it
+which child it is (0 to ``processes - 1``, kept across restarts): say, only child 0 runs
+the pipeline's start-up loading. Children do not configure
 logging: ``build`` may (their ``asyncpipe`` loggers are otherwise silent below WARNING).
 """
 
@@ -45,7 +47,7 @@ from .._runner import install_signal_handlers, run
 from .._tasks import first_done
 from ._server import IngestServer, serve
 
-__all__ = ["serve_processes"]
+__all__ = ["serve_processes", "server_index"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,13 @@ _BACKOFF = 0.5
 _MAX_BACKOFF = 10.0
 _HEALTHY_AFTER = 60.0  # seconds of serving that reset a child's backoff
 _PR_SET_PDEATHSIG = 1
+_index: int | None = None  # this process's index, in a child of serve_processes
+
+
+def server_index() -> int | None:
+    """In a server process of :func:`serve_processes` (its ``build`` included): its index,
+    0 to ``processes - 1`` -- a restarted child keeps its index. Elsewhere None."""
+    return _index
 
 
 class ChildState(enum.Enum):
@@ -82,9 +91,11 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _child_main(
-    build: Callable[[int], IngestServer], port: int, parent: int, messages: Connection
+    build: Callable[[int], IngestServer], port: int, parent: int, messages: Connection, index: int
 ) -> None:
     """A server process: build the server, serve it, say when it is serving."""
+    global _index
+    _index = index
     # A group of its own: a terminal's Ctrl-C reaches the supervisor alone, which passes
     # it on once (twice would abort).
     os.setpgrp()
@@ -132,7 +143,7 @@ class _Supervisor:
         ours, theirs = self.context.Pipe(duplex=False)
         process = self.context.Process(
             target=_child_main,
-            args=(self.build, self.port, os.getpid(), theirs),
+            args=(self.build, self.port, os.getpid(), theirs, index),
             name=f"asyncpipe-server-{index}",
         )
         process.start()

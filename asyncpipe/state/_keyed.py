@@ -80,6 +80,8 @@ class KeyedHandler(BaseHandler):
 
 
 class _KeyedLane(LaneState):
+    shareable = True
+
     def __init__(self, handler: KeyedHandler, key: KeyFunction, node: str, fail: bool) -> None:
         self.handler = handler
         self.key = key
@@ -188,6 +190,10 @@ class _KeyedLane(LaneState):
         )
         reason = f"{label} raised {type(exc).__name__}: {exc}"
         rejected.extend(Rejection(r, reason, i) for r, i in zip(records, indices, strict=True))
+
+    def forget(self) -> None:
+        # Shared mode: called between commits, so nothing in the cache is dirty.
+        self.cache.clear()
 
     def changes(self) -> list[tuple[bytes, bytes | None]]:
         encode = self.codec.encode

@@ -81,6 +81,14 @@ class LaneState(abc.ABC):
         """Meta entries to commit with the changes."""
         return {}
 
+    #: Whether the lane can run in shared mode (:meth:`forget` implemented).
+    shareable = False
+
+    def forget(self) -> None:
+        """Shared mode (``state/_shared.py``): drop the state held in memory -- another
+        process may have changed it -- so that :meth:`prepare` reads it from the store."""
+        raise NotImplementedError
+
     def committed(self) -> None:
         """The changes of the oldest commit in flight are durable (or, with a
         non-persistent store, accepted): what only they kept in memory may be dropped."""
@@ -96,9 +104,16 @@ async def run_stateful(runtime: NodeRuntime, make: Callable[[], LaneState]) -> N
     input ends, then send what each lane's :meth:`LaneState.finish` returns."""
     node = runtime.node
     store: StateStore = runtime.state_store
-    lanes = [Lane(runtime, make(), i) for i in range(runtime.workers)]
-    delivered = await _redeliver(runtime, store, lanes[0].state.codec)
-    lanes[0].delivered.extend(delivered)
+    lane_type, shared = _lane_type(store)
+    lanes = [lane_type(runtime, make(), i) for i in range(runtime.workers)]
+    if shared and not lanes[0].state.shareable:
+        raise ValueError(
+            f"node {node.name!r}: {type(lanes[0].state).__name__} cannot run over a store in "
+            "shared mode (several processes); run it in one process"
+        )
+    if not shared:  # shared mode sends them again inside its sections
+        delivered = await _redeliver(runtime, store, lanes[0].state.codec)
+        lanes[0].delivered.extend(delivered)
     for lane in lanes:
         await lane.state.open(store, node.name, lane.index, len(lanes))
     if len(lanes) == 1:
@@ -123,6 +138,13 @@ async def run_stateful(runtime: NodeRuntime, make: Callable[[], LaneState]) -> N
             await runtime.outputs.send(outputs, None)
     for lane in lanes:
         await lane.close()
+
+
+def _lane_type(store: StateStore) -> tuple[type[Lane], bool]:
+    """The lane class for ``store``: :class:`Lane`, or the shared mode's."""
+    from ._shared import SharedLane, is_shared  # it builds on Lane
+
+    return (SharedLane, True) if is_shared(store) else (Lane, False)
 
 
 async def _redeliver(runtime: NodeRuntime, store: StateStore, codec: Codec) -> list[str]:

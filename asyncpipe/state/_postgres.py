@@ -20,9 +20,10 @@ each key once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..connectors._postgres import _safe_dsn
@@ -91,6 +92,9 @@ _UNDELIVERED = (
 )
 _META = "SELECT name, value FROM asyncpipe_meta WHERE ns = $1"
 _EXPIRE_EVERY = 60.0  # seconds between two purges of expired marks of a namespace
+# Shared mode: a namespace's section is a session-level advisory lock (class, object).
+_SECTION = "SELECT pg_advisory_lock(hashtext('asyncpipe_state'), hashtext($1))"
+_SECTION_END = "SELECT pg_advisory_unlock(hashtext('asyncpipe_state'), hashtext($1))"
 
 
 class PostgresStateStore:
@@ -118,7 +122,10 @@ class PostgresStateStore:
     not run in two processes at once. At start a stateful node sends again every output
     of its node's outbox, including outputs another running process is delivering (the
     sinks' upserts absorb the copies). Run one process per key space; the SQLite store
-    shares these rules.
+    shares these rules -- unless the store is in **shared mode** (``shared=True``,
+    ``docs/state.md``): then each group of messages of a node is applied in the node's
+    exclusive section, a PostgreSQL advisory lock held on a connection of its own, and
+    any number of processes may run the same stateful nodes.
 
     Args:
         dsn: a PostgreSQL connection string (``postgresql://user@host/db``).
@@ -127,6 +134,7 @@ class PostgresStateStore:
         max_connections: connections the store opens at most.
         connect_timeout: seconds to wait for a connection.
         clock: wall-clock time for expiry (``time.time``).
+        shared: several processes run the same stateful nodes (shared mode).
     """
 
     persistent = True
@@ -139,6 +147,7 @@ class PostgresStateStore:
         max_connections: int = 4,
         connect_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        shared: bool = False,
     ) -> None:
         if max_connections < 1:
             raise ValueError("PostgresStateStore: max_connections must be >= 1")
@@ -149,6 +158,8 @@ class PostgresStateStore:
         self._connections = Connections(dsn, connect_timeout)
         self._room: asyncio.Semaphore | None = None
         self._purged: dict[str, float] = {}
+        self.shared = shared
+        self._sections: dict[str, asyncio.Lock] = {}
 
     def __repr__(self) -> str:
         return f"<PostgresStateStore {_safe_dsn(self.dsn)!r}>"
@@ -178,6 +189,33 @@ class PostgresStateStore:
         room, self._room = self._room, None
         if room is not None:
             await self._connections.close()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, namespace: str) -> AsyncIterator[None]:
+        """Shared mode: the namespace's section -- an advisory lock, on a connection
+        outside the ``max_connections`` the calls share (a lane waiting for the lock must
+        not hold a connection the lane in the section needs). PostgreSQL drops the lock
+        with its connection: a process that dies inside the section never leaves it
+        locked."""
+        section = self._sections.get(namespace)
+        if section is None:
+            section = self._sections[namespace] = asyncio.Lock()
+        async with section:  # the lanes of this process, one at a time
+            conn = await self._connections.acquire()
+            try:
+                await conn.execute(_SECTION, namespace)
+            except BaseException:  # cancelled while waiting: the lock is in doubt
+                self._connections.release(conn, broken=True)
+                raise
+            try:
+                yield
+            finally:
+                try:
+                    await conn.execute(_SECTION_END, namespace)
+                except BaseException:
+                    self._connections.release(conn, broken=True)  # closing it unlocks
+                    raise
+                self._connections.release(conn)
 
     async def load(self, namespace: str, keys: Sequence[bytes]) -> dict[bytes, bytes]:
         rows = await self._read(_LOAD, namespace, list(keys))

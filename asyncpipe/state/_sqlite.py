@@ -15,6 +15,7 @@ Tables (created if missing), all keyed by the namespace (a stateful node's name)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from typing import Any
 # The connectors' writer: one connection and thread per file, shared with sinks.
 from ..connectors._sqlite_db import Database, check_synchronous
 from ._memory import DEFAULT_DEDUPE_TTL
+from ._shared import FileLocks
 from ._store import StateCommit, StoredMark
 
 __all__ = ["SqliteStateStore"]
@@ -64,6 +66,9 @@ class SqliteStateStore:
             ``"FULL"`` (it survives a power loss too; slower).
         busy_timeout: seconds to wait for another process's write lock.
         clock: wall-clock time for expiry (``time.time``).
+        shared: several processes run the same stateful nodes on this file (shared mode,
+            ``docs/state.md``): each group of messages is applied in an exclusive section
+            of its node, an ``flock`` on a file in the directory ``<path>.locks``.
     """
 
     persistent = True
@@ -76,9 +81,12 @@ class SqliteStateStore:
         synchronous: str = "NORMAL",
         busy_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
+        shared: bool = False,
     ) -> None:
         self.path = path
         self._absolute = os.path.abspath(os.fspath(path))
+        self.shared = shared
+        self._sections = FileLocks(self._absolute + ".locks")
         self.dedupe_ttl = dedupe_ttl
         self.synchronous = check_synchronous(synchronous)
         self.busy_timeout = busy_timeout
@@ -110,8 +118,13 @@ class SqliteStateStore:
 
     async def aclose(self) -> None:
         db, self._db = self._db, None
+        self._sections.close()
         if db is not None:
             await db.release()
+
+    def exclusive(self, namespace: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Shared mode: the namespace's section, excluding every other process."""
+        return self._sections.exclusive(namespace)
 
     async def load(self, namespace: str, keys: Sequence[bytes]) -> dict[bytes, bytes]:
         db = self.db

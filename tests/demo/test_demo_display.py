@@ -161,7 +161,7 @@ async def test_the_run_writes_the_mermaid_file_and_ends_with_the_summary(tmp_pat
 
 def test_help_gives_every_option_a_help_text_and_its_default() -> None:
     entries = help_entries("asyncpipe.demo")
-    assert len(entries) == 20
+    assert len(entries) == 21
     for entry in entries:
         assert "(default:" in entry, entry
     for option, default in [

@@ -119,6 +119,9 @@ async def test_two_processes_share_a_port_restart_a_crashed_one_and_stop_togethe
             await asyncio.gather(exited(pid), exited(children[1]))
         assert code == 0, log
         assert "exited unexpectedly" in log
+        # Each child knows its index (server_index()); the restarted one kept child 0's.
+        for index, child in [(0, children[0]), (1, children[1]), (0, pid)]:
+            assert f"child index {index} pid {child}" in log
         stored = [row[0] for row in rows(db, "SELECT id FROM transactions ORDER BY id")]
         assert stored == sorted(acknowledged)
     finally:

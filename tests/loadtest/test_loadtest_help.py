@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_help_gives_every_option_a_help_text_and_its_default() -> None:
     entries = help_entries("loadtest")
-    assert len(entries) == 13
+    assert len(entries) == 14
     for entry in entries:
         assert "(default:" in entry, entry
     for option, default in [
