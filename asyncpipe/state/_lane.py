@@ -219,6 +219,12 @@ class Lane:
                 if pending is not None:
                     await self._finish(pending)
                 pending = self._start_commit(applied)
+                if pending.task is not None:
+                    # Let the commit start (hand its transaction to the store's thread or
+                    # connection) before the next group: applying a group never yields,
+                    # so without this the commit would only begin once awaited, after
+                    # that group, and the loop would wait for all of it.
+                    await asyncio.sleep(0)
         finally:
             if pending is not None and pending.task is not None and not pending.task.done():
                 pending.task.cancel()  # torn down: the store completes or rolls it back
