@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._handler import Rejection
 from .._keys import KeyFunction, lane_of
+from ._codec import encoder
 from ._store import StateStore
 from ._window_lane import WindowLane
 from ._windows import Sliding, Tumbling
@@ -152,6 +153,9 @@ class FixedLane(WindowLane):
         self.closing: dict[int, list[Hashable]] = {}
         self.heap: list[int] = []
         self.dirty: set[Hashable] = set()
+        #: The stored form of each key that has a row in the store (written at commits).
+        self.names: dict[Hashable, bytes] = {}
+        self.encode = encoder(self.codec)
         self.loop = _compile(handler, key, key_field, track=False)
         self.emit = _emitter(handler)
 
@@ -176,12 +180,19 @@ class FixedLane(WindowLane):
     def changes(self) -> list[tuple[bytes, bytes | None]]:
         # A key's open windows are among the few window ids open at all (those in the
         # closing index): looked up here, per changed key, rather than kept per key.
-        encode, states = self.codec.encode, self.states
+        encode, get, names = self.encode, self.states.get, self.names
         ids = sorted(self.closing)
-        changed = []
+        changed: list[tuple[bytes, bytes | None]] = []
         for k in self.dirty:
-            wins = [[w, states[(k, w)]] for w in ids if (k, w) in states]
-            changed.append((encode(k), encode(wins) if wins else None))
+            name = names.get(k)
+            if name is None:
+                name = names[k] = encode(k)
+            wins = [[w, a] for w in ids if (a := get((k, w))) is not None]
+            if wins:
+                changed.append((name, encode(wins)))
+            else:  # no window open: the row goes
+                del names[k]
+                changed.append((name, None))
         self.dirty.clear()
         return changed
 

@@ -3,7 +3,10 @@ committing the changes -- with the names of the messages applied and the outputs
 produced -- in one transaction *before* anything is emitted.
 
 For each group of messages a lane takes from its input (one message when it is alone;
-all those already waiting, up to :data:`MAX_GROUP`, when more are):
+all those already waiting, up to :data:`MAX_GROUP`, when more are; and, while the
+previous group's commit is still being written, those that arrive meanwhile, up to
+:data:`MAX_COMMIT`: the loop applies them instead of waiting, and the slower the store,
+the more messages share a commit):
 
 1. messages whose name the store has already marked are *replays*: they do not touch the
    state; their rejections are written again (dead-letter sinks keep one per item). The
@@ -43,12 +46,15 @@ from ._store import StateCommit, StateStore
 if TYPE_CHECKING:
     from .._node import NodeRuntime
 
-__all__ = ["MAX_GROUP", "LaneState", "run_stateful"]
+__all__ = ["MAX_COMMIT", "MAX_GROUP", "LaneState", "run_stateful"]
 
 logger = logging.getLogger(__name__)
 
-#: Messages a lane applies per commit at most (when that many are waiting).
+#: Messages a lane takes from its input at once (when that many are waiting).
 MAX_GROUP = 128
+#: Messages one commit covers at most: a group grows while the previous commit is in
+#: flight (:meth:`Lane._catch_up`).
+MAX_COMMIT = 8 * MAX_GROUP
 
 _Result = tuple[list[Any], list[Rejection]]
 
@@ -239,8 +245,15 @@ class Lane:
                     group = _take(channel, [first], arrivals)
                 applied = await self._apply_group(group, pending)
                 if pending is not None:
+                    await self._catch_up(channel, arrivals, applied, pending)
                     await self._finish(pending)
                 pending = self._start_commit(applied)
+                if pending.task is not None:
+                    # Let the commit start (hand its transaction to the store's thread or
+                    # connection) before the next group: applying a group never yields,
+                    # so without this the commit would only begin once awaited, after
+                    # that group, and the loop would wait for all of it.
+                    await asyncio.sleep(0)
         finally:
             if pending is not None and pending.task is not None and not pending.task.done():
                 pending.task.cancel()  # torn down: the store completes or rolls it back
@@ -258,13 +271,39 @@ class Lane:
         if self.delivered:
             await self._finish(self._start_commit(_Group([], [], StateCommit(), {})))
 
-    async def _apply_group(self, group: list[LaneEnvelope], pending: _Group | None) -> _Group:
+    async def _catch_up(
+        self,
+        channel: Channel[Any],
+        arrivals: Arrivals | None,
+        applied: _Group,
+        pending: _Group,
+    ) -> None:
+        """While ``pending``'s commit is in flight, apply the messages waiting into
+        ``applied`` (up to :data:`MAX_COMMIT`) rather than wait for it."""
+        task = pending.task
+        while task is not None and len(applied.group) < MAX_COMMIT:
+            await asyncio.sleep(0)  # let the commit's completion reach its task
+            if task.done():
+                return
+            group = _take(channel, [], arrivals)
+            if not group:
+                return
+            await self._apply_group(group, pending, applied)
+
+    async def _apply_group(
+        self, group: list[LaneEnvelope], pending: _Group | None, into: _Group | None = None
+    ) -> _Group:
+        """Apply ``group`` (as a new group, or appended to ``into``'s messages)."""
         names = [e[3] for e in group if e[3] is not None and not unseen(e[1])]
         found = await self.store.seen(self.namespace, names) if names else {}
         fresh = [envelope[0] for envelope in group if envelope[3] not in found]
         prepared = iter(await self.state.prepare(fresh))
         codec = self.state.codec
-        applied = _Group(group, [], StateCommit(), {})
+        if into is None:
+            applied = _Group(group, [], StateCommit(), {})
+        else:
+            applied = into
+            applied.group.extend(group)
         earlier = pending.names if pending is not None else {}  # committing now
         for part, _, indices, name in group:
             mark = found.get(name) if name is not None else None
