@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import datetime
 import os
 import sqlite3
@@ -14,7 +15,7 @@ from typing import Any
 import aiofiles.os
 import aiosqlite
 
-from .._handler import BaseHandler
+from .._handler import BaseHandler, Rejection, rejections_into
 from ._batching import DEFAULT_BATCH_SIZE, BatchingSource
 from ._reject import reject_item
 from ._sqlite_db import Database, Insert, RecordsRefused, check_synchronous, quote
@@ -182,47 +183,94 @@ class SqliteSink(BaseHandler):
 
     async def handle(self, data: Any) -> None:
         """Upsert the message's records in one committed transaction; return None."""
-        if self._db is None:
-            await self.setup()
-        assert self._db is not None
-        records = data if isinstance(data, list | tuple) else [data]
+        records = await self._records(data)
         if not records:
             return None
-        if self._columns is None:
+        values, origins = self._values(records)
+        assert self._db is not None and self._insert is not None
+        failures = await self._db.write(self._insert, values)
+        self._reject_failed(records, origins, failures)
+        return None
+
+    async def handle_group(self, messages: list[Any]) -> list[list[Rejection]]:
+        """Upsert the records of several messages in one committed transaction, and
+        return each message's rejected records (the node calls this with the messages
+        waiting in its inbox: see ``SqliteSink``). Raises, having stored nothing, if the
+        transaction fails."""
+        rejected: list[list[Rejection]] = [[] for _ in messages]
+        parts = []
+        values: list[Any] = []
+        for message, rejections in zip(messages, rejected, strict=True):
+            records = await self._records(message)
+            with rejections_into(rejections):
+                part, origins = self._values(records) if records else ([], None)
+            parts.append((records, origins, len(values), len(part)))
+            values += part
+        if not values:
+            return rejected
+        assert self._db is not None and self._insert is not None
+        failures = await self._db.write(self._insert, values)
+        width = len(self._insert.columns)
+        starts = [start for _, _, start, _ in parts]
+        for position, exc in failures:  # row positions in the joint write
+            which = bisect.bisect_right(starts, position * width) - 1
+            records, origins, start, _ = parts[which]
+            with rejections_into(rejected[which]):
+                self._reject_failed(records, origins, [(position - start // width, exc)])
+        return rejected
+
+    async def _records(self, data: Any) -> Sequence[Any]:
+        """The message's records, the table ready for them."""
+        if self._db is None:
+            await self.setup()
+        records = data if isinstance(data, list | tuple) else [data]
+        if records and self._columns is None:
             async with self._preparing:
                 if self._columns is None:
                     await self._prepare(_infer_schema(records))
-        insert = self._insert
-        assert insert is not None
-        origins: list[int] | None = None
+        return records
+
+    def _values(self, records: Sequence[Any]) -> tuple[list[Any], list[int] | None]:
+        """The values of the records that can be rows, laid end to end, and the record
+        index of each row (None: every record is a row); the others are rejected."""
+        assert self._insert is not None
         try:
-            values = insert.values(records)
+            return self._insert.values(records), None
         except RecordsRefused:
-            values, origins = self._values_one_by_one(records)
-        failures = await self._db.write(insert, values)
+            return self._values_one_by_one(records)
+
+    def _reject_failed(
+        self,
+        records: Sequence[Any],
+        origins: list[int] | None,
+        failures: list[tuple[int, Exception]],
+    ) -> None:
+        """Dead-letter the records of the rows SQLite refused."""
         for position, exc in failures:
             index = origins[position] if origins is not None else position
             reason = f"{self._where}: {type(exc).__name__}: {exc}"
             reject_item(records[index], reason, index=index)
-        return None
 
     def _values_one_by_one(self, records: Sequence[Any]) -> tuple[list[Any], list[int]]:
         """The values of the records that can be rows (rejecting the others), and the
         record index of each row."""
-        assert self._columns is not None
+        insert = self._insert
+        assert insert is not None
+        keys = [(k, insert.columns.index(k)) for k in self.key]
         values: list[Any] = []
         origins = []
         for index, record in enumerate(records):
-            if not isinstance(record, Mapping):
-                reason = f"{self._where}: not a dict record ({type(record).__name__})"
-                reject_item(record, reason, index=index)
+            try:
+                row = insert.row(record)
+            except ValueError as exc:
+                reject_item(record, f"{self._where}: {exc}", index=index)
                 continue
-            missing = [k for k in self.key if record.get(k) is None]
+            missing = [k for k, position in keys if row[position] is None]
             if missing:
                 reason = f"{self._where}: no value for key column(s) {', '.join(missing)}"
                 reject_item(record, reason, index=index)
                 continue
-            values.extend(record.get(c) for c in self._columns)
+            values.extend(row)
             origins.append(index)
         return values, origins
 
@@ -252,7 +300,7 @@ class SqliteSink(BaseHandler):
             if self.key and not await self._has_unique_key(info):
                 await self._create_key_index()
         self._columns = columns
-        self._insert = Insert(self.table, columns, self.key)
+        self._insert = Insert(self.table, columns, self.key, positional=self.schema is not None)
 
     def _create_table_sql(self, schema: Mapping[str, str]) -> str:
         definitions = []
