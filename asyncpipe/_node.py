@@ -142,11 +142,15 @@ class NodeRuntime:
 
     async def _serial_grouped(self, inbox: Channel[Envelope], handle_group: HandleGroup) -> None:
         # One message at a time, except that the messages waiting in the inbox when one
-        # is taken (up to GROUP) are handled together. A group is handled whole or not at
-        # all: if handle_group raises, its messages go one by one, in order, through the
-        # general path (retries, error policy) as if they had come alone.
+        # is taken are handled together: at most GROUP, and no more than the inbox holds,
+        # so that upstream can fill it again while the group is written (a group that
+        # empties a full inbox of 2 leaves the writer idle while the next 3 are made). A
+        # group is handled whole or not at all: if handle_group raises, its messages go
+        # one by one, in order, through the general path (retries, error policy) as if
+        # they had come alone.
         process = self.attempts.process
         send_all = self.outputs.send_all
+        limit = min(GROUP, self.node.capacity)
         while True:
             envelope = inbox.get_nowait(_EMPTY)
             if envelope is _EMPTY:
@@ -155,7 +159,7 @@ class NodeRuntime:
                 except EndOfStream:
                     return
             group = [envelope]
-            while len(group) < GROUP and (envelope := inbox.get_nowait(_EMPTY)) is not _EMPTY:
+            while len(group) < limit and (envelope := inbox.get_nowait(_EMPTY)) is not _EMPTY:
                 group.append(envelope)
             if len(group) > 1 and await self._handle_group(handle_group, group):
                 continue
