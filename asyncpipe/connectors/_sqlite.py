@@ -8,7 +8,7 @@ import datetime
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
@@ -109,13 +109,28 @@ class SqliteSink(BaseHandler):
         synchronous: ``"NORMAL"`` (default; survives a process crash) or ``"FULL"``
             (survives power loss; slower); see ``_sqlite_db``.
         busy_timeout: seconds to wait for another process's write lock.
+        group: write the messages waiting for the sink together (see below).
 
-    Messages are lists of records (or one record). A record's fields that are not columns
-    are ignored; missing columns are written as NULL. A record that is not a mapping,
+    Messages are lists of records (or one record). A record is a dict, or -- with a
+    ``schema`` -- a row: a list or tuple of values in the schema's column order (what
+    ``CsvSource(..., records="lists")`` emits), written as it is without a lookup per
+    column. A dict's fields that are not columns are ignored; missing columns are
+    written as NULL. A record that is neither, a row of the wrong length, a record that
     lacks a key column or has a NULL key, or that SQLite refuses (a constraint, a value it
     cannot store) becomes a dead letter naming the table and the reason, and the rest of
     the batch is committed. Database errors (disk full, locked past the timeout) fail the
     whole message, which the node's ``retries``/``on_error`` then handle.
+
+    With ``group=True`` and one message at a time (``workers=1``, the default), the sink
+    takes the messages waiting in its inbox when it takes one -- up to 16, and no more
+    than the node's ``capacity`` -- and writes them in one transaction: their receipts
+    resolve once it has committed, each counting its own rows, and a refused row is still
+    dead-lettered alone, in its own message. If the transaction fails, nothing of it is
+    stored and the messages are written again one by one, in order, each under the node's
+    ``retries``/``on_error``. It is off by default: for 500-row batches from a CSV file
+    it was slower (the writer idles while the loop prepares the whole group;
+    ``docs/performance.md``); it is meant for many small messages, each of which would
+    otherwise cost a commit.
 
     An existing table is used as it is: the columns written must exist in it, and a
     unique index on ``key`` is created if it has none. Nodes writing the same file share
@@ -139,9 +154,14 @@ class SqliteSink(BaseHandler):
         schema: Mapping[str, str] | None = None,
         synchronous: str = "NORMAL",
         busy_timeout: float = 30.0,
+        group: bool = False,
     ) -> None:
         quote(table)
         self.path = path
+        #: What the node calls with the messages waiting in its inbox (``group=True``).
+        self.handle_group: Callable[[list[Any]], Awaitable[list[list[Rejection]]]] | None = (
+            self._handle_group if group else None
+        )
         self._absolute = os.path.abspath(os.fspath(path))
         self.table = table
         self.key: tuple[str, ...] = (key,) if isinstance(key, str) else tuple(key or ())
@@ -192,7 +212,7 @@ class SqliteSink(BaseHandler):
         self._reject_failed(records, origins, failures)
         return None
 
-    async def handle_group(self, messages: list[Any]) -> list[list[Rejection]]:
+    async def _handle_group(self, messages: list[Any]) -> list[list[Rejection]]:
         """Upsert the records of several messages in one committed transaction, and
         return each message's rejected records (the node calls this with the messages
         waiting in its inbox: see ``SqliteSink``). Raises, having stored nothing, if the
