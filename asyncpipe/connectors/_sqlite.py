@@ -136,10 +136,12 @@ class SqliteSink(BaseHandler):
     unique index on ``key`` is created if it has none. Nodes writing the same file share
     one connection and thread (see ``_sqlite_db``): no ``database is locked`` between them.
 
-    For bulk loads give the node ``workers=2``: the next batch then reaches the database
-    thread while the previous one commits, and the event loop prepares more meanwhile
-    (about 10% more rows/s from CSV on 2 cores, 2-19% across runs; ``python -m bench
-    --only csv`` in the repository). Batches are still written in the order they arrive,
+    For bulk loads, rows of values (``CsvSource(..., records="lists")``) cost the event
+    loop about a third less per row than dicts. With ``workers=2`` the next batch reaches
+    the database thread while the previous one commits; whether that pays depends on the
+    machine (once about 10% more rows/s from CSV on 2 cores, on a busy machine 20% fewer;
+    ``python -m bench --only csv``, ``docs/performance.md``). Batches are still written in
+    the order they arrive,
     each committed before its receipt resolves; but a batch that fails and is retried is
     written after the one behind it, so if two batches upsert the same key, the older
     values can win.
