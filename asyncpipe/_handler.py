@@ -17,12 +17,20 @@ iterable, a (non-string) iterable, or a function with no parameters returning on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import enum
 import functools
 import inspect
 import types
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -130,6 +138,17 @@ def collect_rejections(sink: list[Rejection] | None = None) -> list[Rejection]:
         sink = []
     _rejections.set(sink)
     return sink
+
+
+@contextlib.contextmanager
+def rejections_into(sink: list[Rejection]) -> Iterator[list[Rejection]]:
+    """Collect what :func:`reject` rejects inside the block into ``sink`` -- for a
+    handler handling several messages at once (``handle_group``), each message's apart."""
+    token = _rejections.set(sink)
+    try:
+        yield sink
+    finally:
+        _rejections.reset(token)
 
 
 class NotifyingRejections(list[Rejection]):

@@ -26,7 +26,7 @@ from asyncpipe import DEFAULT_CAPACITY
 
 from .cpu import CpuWorkload, calibrate_cpu
 from .csv_postgres import PG_SIDES, postgres_workload
-from .csv_sqlite import JUDGED, PIPELINED, SIDES, csv_workload
+from .csv_sqlite import BASELINE, SIDES, csv_workload
 from .dask_cpu import DaskWorkload, dask_cluster
 from .engine import TARGET_BATCHED, TARGET_PER_ITEM, ChainWorkload
 from .measure import loop_name
@@ -124,9 +124,12 @@ def _measure_upserts(name: str, load: Any, sides: Iterable[str], flip: bool) -> 
     """One repeat of an upsert workload (CSV -> SQLite or PostgreSQL), sides in turn."""
     for side in list(sides)[::-1] if flip else list(sides):
         load.measure(side)
-    serial = load.results.ratios(JUDGED)[-1]
-    pipelined = load.results.ratios(PIPELINED)[-1]
-    return f"{name} {serial:.2f}x/{pipelined:.2f}x (workers=1/2)"
+    ratios = [
+        f"{side.removeprefix('asyncpipe, ')} {load.results.ratios(side)[-1]:.2f}x"
+        for side in sides
+        if side != BASELINE
+    ]
+    return f"{name} {', '.join(ratios)}"
 
 
 @dataclass

@@ -35,6 +35,11 @@ Typed columns (``types={"amount": float, "day": date.fromisoformat, "vip": bool}
 any callable from text; ``bool`` reads ``true/false/yes/no/1/0``; an empty field becomes
 ``None`` (except for ``str``).
 
+For bulk loads, ``CsvSource(..., records="lists")`` emits each record as the list of its
+values in the file's column order, and ``SqliteSink`` with a ``schema=`` in that order
+writes such rows as they are: no dict per row, no lookup per column
+(``docs/performance.md``, "CSV -> SQLite").
+
 Triggers are sources too, keeping the original's signatures: ``TimerTrigger(node, interval,
 max_runs)`` and ``RequestTrigger(node, suffix, watch_dir, poll_interval, max_checks)`` go in
 a producer node, and ``node`` is the *handler* they fire at each tick or new file (its

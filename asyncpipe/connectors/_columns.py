@@ -20,7 +20,14 @@ from typing import Any
 
 from .._errors import ConversionError
 
-__all__ = ["ColumnTypes", "ConversionError", "Converter", "parse_bool", "record_builder"]
+__all__ = [
+    "ColumnTypes",
+    "ConversionError",
+    "Converter",
+    "parse_bool",
+    "record_builder",
+    "row_builder",
+]
 
 Converter = Callable[[str], Any]
 
@@ -93,16 +100,33 @@ def record_builder(names: Sequence[str], types: ColumnTypes) -> Callable[..., di
     raises ``TypeError``; a converter's error propagates. Callers then take the per-row
     path, which names the line and the problem.
     """
+    fields, namespace = _fields(names, types)
+    items = ", ".join(f"{name!r}: {field}" for name, field in zip(names, fields, strict=True))
+    return _compile(len(names), f"{{{items}}}", namespace)
+
+
+def row_builder(names: Sequence[str], types: ColumnTypes) -> Callable[..., list[Any]]:
+    """As :func:`record_builder`, but returning the row as a list of the field values
+    in column order (``names`` serve to place the converters)."""
+    fields, namespace = _fields(names, types)
+    return _compile(len(names), f"[{', '.join(fields)}]", namespace)
+
+
+def _fields(names: Sequence[str], types: ColumnTypes) -> tuple[list[str], dict[str, Any]]:
+    """The expression of each field of a generated builder, and the converters it uses."""
     converters = {name: conv for _, name, conv in types.positions if conv is not str}
     namespace: dict[str, Any] = {}
-    items = []
+    fields = []
     for i, name in enumerate(names):
         if name in converters:
             namespace[f"c{i}"] = converters[name]
-            items.append(f"{name!r}: c{i}(_{i}) if _{i} else None")
+            fields.append(f"c{i}(_{i}) if _{i} else None")
         else:
-            items.append(f"{name!r}: _{i}")
-    params = ", ".join(f"_{i}" for i in range(len(names)))
-    source = f"lambda {params}: {{{', '.join(items)}}}"
-    builder: Callable[..., dict[str, Any]] = eval(source, namespace)  # names quoted by !r
+            fields.append(f"_{i}")
+    return fields, namespace
+
+
+def _compile(width: int, display: str, namespace: dict[str, Any]) -> Callable[..., Any]:
+    params = ", ".join(f"_{i}" for i in range(width))
+    builder: Callable[..., Any] = eval(f"lambda {params}: {display}", namespace)  # names via !r
     return builder

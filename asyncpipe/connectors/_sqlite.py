@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import datetime
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
 import aiofiles.os
 import aiosqlite
 
-from .._handler import BaseHandler
+from .._handler import BaseHandler, Rejection, rejections_into
 from ._batching import DEFAULT_BATCH_SIZE, BatchingSource
 from ._reject import reject_item
 from ._sqlite_db import Database, Insert, RecordsRefused, check_synchronous, quote
@@ -108,22 +109,39 @@ class SqliteSink(BaseHandler):
         synchronous: ``"NORMAL"`` (default; survives a process crash) or ``"FULL"``
             (survives power loss; slower); see ``_sqlite_db``.
         busy_timeout: seconds to wait for another process's write lock.
+        group: write the messages waiting for the sink together (see below).
 
-    Messages are lists of records (or one record). A record's fields that are not columns
-    are ignored; missing columns are written as NULL. A record that is not a mapping,
+    Messages are lists of records (or one record). A record is a dict, or -- with a
+    ``schema`` -- a row: a list or tuple of values in the schema's column order (what
+    ``CsvSource(..., records="lists")`` emits), written as it is without a lookup per
+    column. A dict's fields that are not columns are ignored; missing columns are
+    written as NULL. A record that is neither, a row of the wrong length, a record that
     lacks a key column or has a NULL key, or that SQLite refuses (a constraint, a value it
     cannot store) becomes a dead letter naming the table and the reason, and the rest of
     the batch is committed. Database errors (disk full, locked past the timeout) fail the
     whole message, which the node's ``retries``/``on_error`` then handle.
 
+    With ``group=True`` and one message at a time (``workers=1``, the default), the sink
+    takes the messages waiting in its inbox when it takes one -- up to 16, and no more
+    than the node's ``capacity`` -- and writes them in one transaction: their receipts
+    resolve once it has committed, each counting its own rows, and a refused row is still
+    dead-lettered alone, in its own message. If the transaction fails, nothing of it is
+    stored and the messages are written again one by one, in order, each under the node's
+    ``retries``/``on_error``. It is off by default: for 500-row batches from a CSV file
+    it was slower (the writer idles while the loop prepares the whole group;
+    ``docs/performance.md``); it is meant for many small messages, each of which would
+    otherwise cost a commit.
+
     An existing table is used as it is: the columns written must exist in it, and a
     unique index on ``key`` is created if it has none. Nodes writing the same file share
     one connection and thread (see ``_sqlite_db``): no ``database is locked`` between them.
 
-    For bulk loads give the node ``workers=2``: the next batch then reaches the database
-    thread while the previous one commits, and the event loop prepares more meanwhile
-    (about 10% more rows/s from CSV on 2 cores, 2-19% across runs; ``python -m bench
-    --only csv`` in the repository). Batches are still written in the order they arrive,
+    For bulk loads, rows of values (``CsvSource(..., records="lists")``) cost the event
+    loop about a third less per row than dicts. With ``workers=2`` the next batch reaches
+    the database thread while the previous one commits; whether that pays depends on the
+    machine (once about 10% more rows/s from CSV on 2 cores, on a busy machine 20% fewer;
+    ``python -m bench --only csv``, ``docs/performance.md``). Batches are still written in
+    the order they arrive,
     each committed before its receipt resolves; but a batch that fails and is retried is
     written after the one behind it, so if two batches upsert the same key, the older
     values can win.
@@ -138,9 +156,14 @@ class SqliteSink(BaseHandler):
         schema: Mapping[str, str] | None = None,
         synchronous: str = "NORMAL",
         busy_timeout: float = 30.0,
+        group: bool = False,
     ) -> None:
         quote(table)
         self.path = path
+        #: What the node calls with the messages waiting in its inbox (``group=True``).
+        self.handle_group: Callable[[list[Any]], Awaitable[list[list[Rejection]]]] | None = (
+            self._handle_group if group else None
+        )
         self._absolute = os.path.abspath(os.fspath(path))
         self.table = table
         self.key: tuple[str, ...] = (key,) if isinstance(key, str) else tuple(key or ())
@@ -182,47 +205,94 @@ class SqliteSink(BaseHandler):
 
     async def handle(self, data: Any) -> None:
         """Upsert the message's records in one committed transaction; return None."""
-        if self._db is None:
-            await self.setup()
-        assert self._db is not None
-        records = data if isinstance(data, list | tuple) else [data]
+        records = await self._records(data)
         if not records:
             return None
-        if self._columns is None:
+        values, origins = self._values(records)
+        assert self._db is not None and self._insert is not None
+        failures = await self._db.write(self._insert, values)
+        self._reject_failed(records, origins, failures)
+        return None
+
+    async def _handle_group(self, messages: list[Any]) -> list[list[Rejection]]:
+        """Upsert the records of several messages in one committed transaction, and
+        return each message's rejected records (the node calls this with the messages
+        waiting in its inbox: see ``SqliteSink``). Raises, having stored nothing, if the
+        transaction fails."""
+        rejected: list[list[Rejection]] = [[] for _ in messages]
+        parts = []
+        values: list[Any] = []
+        for message, rejections in zip(messages, rejected, strict=True):
+            records = await self._records(message)
+            with rejections_into(rejections):
+                part, origins = self._values(records) if records else ([], None)
+            parts.append((records, origins, len(values), len(part)))
+            values += part
+        if not values:
+            return rejected
+        assert self._db is not None and self._insert is not None
+        failures = await self._db.write(self._insert, values)
+        width = len(self._insert.columns)
+        starts = [start for _, _, start, _ in parts]
+        for position, exc in failures:  # row positions in the joint write
+            which = bisect.bisect_right(starts, position * width) - 1
+            records, origins, start, _ = parts[which]
+            with rejections_into(rejected[which]):
+                self._reject_failed(records, origins, [(position - start // width, exc)])
+        return rejected
+
+    async def _records(self, data: Any) -> Sequence[Any]:
+        """The message's records, the table ready for them."""
+        if self._db is None:
+            await self.setup()
+        records = data if isinstance(data, list | tuple) else [data]
+        if records and self._columns is None:
             async with self._preparing:
                 if self._columns is None:
                     await self._prepare(_infer_schema(records))
-        insert = self._insert
-        assert insert is not None
-        origins: list[int] | None = None
+        return records
+
+    def _values(self, records: Sequence[Any]) -> tuple[list[Any], list[int] | None]:
+        """The values of the records that can be rows, laid end to end, and the record
+        index of each row (None: every record is a row); the others are rejected."""
+        assert self._insert is not None
         try:
-            values = insert.values(records)
+            return self._insert.values(records), None
         except RecordsRefused:
-            values, origins = self._values_one_by_one(records)
-        failures = await self._db.write(insert, values)
+            return self._values_one_by_one(records)
+
+    def _reject_failed(
+        self,
+        records: Sequence[Any],
+        origins: list[int] | None,
+        failures: list[tuple[int, Exception]],
+    ) -> None:
+        """Dead-letter the records of the rows SQLite refused."""
         for position, exc in failures:
             index = origins[position] if origins is not None else position
             reason = f"{self._where}: {type(exc).__name__}: {exc}"
             reject_item(records[index], reason, index=index)
-        return None
 
     def _values_one_by_one(self, records: Sequence[Any]) -> tuple[list[Any], list[int]]:
         """The values of the records that can be rows (rejecting the others), and the
         record index of each row."""
-        assert self._columns is not None
+        insert = self._insert
+        assert insert is not None
+        keys = [(k, insert.columns.index(k)) for k in self.key]
         values: list[Any] = []
         origins = []
         for index, record in enumerate(records):
-            if not isinstance(record, Mapping):
-                reason = f"{self._where}: not a dict record ({type(record).__name__})"
-                reject_item(record, reason, index=index)
+            try:
+                row = insert.row(record)
+            except ValueError as exc:
+                reject_item(record, f"{self._where}: {exc}", index=index)
                 continue
-            missing = [k for k in self.key if record.get(k) is None]
+            missing = [k for k, position in keys if row[position] is None]
             if missing:
                 reason = f"{self._where}: no value for key column(s) {', '.join(missing)}"
                 reject_item(record, reason, index=index)
                 continue
-            values.extend(record.get(c) for c in self._columns)
+            values.extend(row)
             origins.append(index)
         return values, origins
 
@@ -252,7 +322,7 @@ class SqliteSink(BaseHandler):
             if self.key and not await self._has_unique_key(info):
                 await self._create_key_index()
         self._columns = columns
-        self._insert = Insert(self.table, columns, self.key)
+        self._insert = Insert(self.table, columns, self.key, positional=self.schema is not None)
 
     def _create_table_sql(self, schema: Mapping[str, str]) -> str:
         definitions = []

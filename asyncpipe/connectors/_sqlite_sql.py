@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import chain
 from typing import Any
 
 from .._errors import RecordsRefused
 
 __all__ = ["Insert", "quote"]
+
+#: The record types taken as rows of values in column order (not their subclasses: a
+#: named tuple has names of its own, which may not be the columns').
+_ROWS = frozenset({list, tuple})
 
 
 def quote(identifier: str) -> str:
@@ -23,12 +27,21 @@ class Insert:
     """``INSERT`` of rows into a table -- an upsert when there is a key -- as statements
     of any number of rows (``sql(n)``, cached).
 
-    Rows are sequences of values in ``columns`` order, or mappings from which those values
-    are taken (``values()``).
+    Records are mappings, from which the columns' values are taken, or -- when
+    ``positional`` -- also rows: lists or tuples of the values in ``columns`` order
+    (``values()``).
     """
 
-    def __init__(self, table: str, columns: Sequence[str], key: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        table: str,
+        columns: Sequence[str],
+        key: Sequence[str] = (),
+        *,
+        positional: bool = False,
+    ) -> None:
         self.columns = list(columns)
+        self.positional = positional
         names = ", ".join(map(quote, self.columns))
         self._head = f"INSERT INTO {quote(table)} ({names}) VALUES "
         self._row = "(" + ", ".join("?" * len(self.columns)) + ")"
@@ -57,14 +70,42 @@ class Insert:
     def values(self, records: Sequence[Any]) -> list[Any]:
         """The records' values in ``columns`` order, row after row: the parameters of
         ``sql(len(records))``. Raise :class:`RecordsRefused` if a record cannot be a row
-        (not a mapping, a column missing) or has a NULL key. One pass in C."""
-        try:
-            values = list(chain.from_iterable(map(self.row_of, records)))
-        except (KeyError, TypeError, IndexError):
-            raise RecordsRefused from None
+        (not a mapping, a column missing; a row of the wrong length, or a row at all when
+        not ``positional``) or has a NULL key. A few passes in C."""
+        if records and type(records[0]) in _ROWS and self.positional:
+            # Rows are laid end to end as they are -- no lookup, no tuple per record -- if
+            # every record is a row of the right length (a mapping would add its keys).
+            if not set(map(type, records)) <= _ROWS or not all(
+                map(len(self.columns).__eq__, map(len, records))
+            ):
+                raise RecordsRefused
+            values = list(chain.from_iterable(records))
+        else:
+            try:
+                values = list(chain.from_iterable(map(self.row_of, records)))
+            except (KeyError, TypeError, IndexError):
+                raise RecordsRefused from None
         if self._null_key(values):
             raise RecordsRefused
         return values
+
+    def row(self, record: Any) -> Sequence[Any]:
+        """One record's values in ``columns`` order: a row as it is (if ``positional``
+        and of the right length), a mapping's values (missing columns as None).
+        Raise ``ValueError`` saying why the record cannot be a row."""
+        if isinstance(record, Mapping):
+            return tuple(record.get(c) for c in self.columns)
+        if type(record) in _ROWS and self.positional:
+            if len(record) != len(self.columns):
+                raise ValueError(
+                    f"a row of {len(record)} values, expected {len(self.columns)} "
+                    f"({', '.join(self.columns)})"
+                )
+            row: Sequence[Any] = record
+            return row
+        if type(record) in _ROWS:
+            raise ValueError("a row of values needs the sink's schema= (the column order)")
+        raise ValueError(f"not a dict record ({type(record).__name__})")
 
 
 def _null_key_test(columns: list[str], key: Sequence[str]) -> Callable[[list[Any]], bool]:
