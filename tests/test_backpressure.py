@@ -131,6 +131,10 @@ async def test_memory_stays_flat_over_100k_messages_through_three_stages() -> No
     # rate as 5 MB for 100k).
     n, traced_from = 100_000, 75_000
     count = 0
+    # Debug mode (tests/conftest.py) records a traceback for every callback scheduled:
+    # several times slower (30 s timeouts on a loaded machine), and memory the pipeline
+    # does not use. This test measures the pipeline's memory, so it runs without it.
+    asyncio.get_running_loop().set_debug(False)
 
     def numbers() -> Iterator[int]:  # a generator: the messages never exist all at once
         for i in range(n):
