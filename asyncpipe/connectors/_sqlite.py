@@ -16,9 +16,11 @@ import aiofiles.os
 import aiosqlite
 
 from .._handler import BaseHandler, Rejection, rejections_into
+from .._rows import Rows
 from ._batching import DEFAULT_BATCH_SIZE, BatchingSource
 from ._reject import reject_item
 from ._sqlite_db import Database, Insert, RecordsRefused, check_synchronous, quote
+from ._sqlite_sql import reorderer
 
 __all__ = ["SqliteSink", "SqliteSource"]
 
@@ -180,6 +182,14 @@ class SqliteSink(BaseHandler):
         self._preparing = asyncio.Lock()
         self._columns: list[str] | None = None
         self._insert: Insert | None = None
+        #: Per column order of incoming :class:`Rows`: how to put them in the table's.
+        self._reorder: dict[tuple[str, ...], Callable[[Rows], list[Any]] | None] = {}
+
+    @property
+    def accepts_rows(self) -> bool:
+        """Whether the sink takes :class:`~asyncpipe.Rows` messages as they are (it has a
+        ``schema``); a source with ``records="auto"`` then emits them."""
+        return self.schema is not None
 
     def __repr__(self) -> str:
         return f"<SqliteSink {os.fspath(self.path)!r} table={self.table!r} key={self.key}>"
@@ -246,6 +256,8 @@ class SqliteSink(BaseHandler):
         if self._db is None:
             await self.setup()
         records = data if isinstance(data, list | tuple) else [data]
+        if isinstance(records, Rows) and self.schema is None:
+            records = list(map(records.record, range(len(records))))
         if records and self._columns is None:
             async with self._preparing:
                 if self._columns is None:
@@ -256,10 +268,23 @@ class SqliteSink(BaseHandler):
         """The values of the records that can be rows, laid end to end, and the record
         index of each row (None: every record is a row); the others are rejected."""
         assert self._insert is not None
+        rows = self._in_column_order(records)
         try:
-            return self._insert.values(records), None
+            return self._insert.values(rows), None
         except RecordsRefused:
-            return self._values_one_by_one(records)
+            return self._values_one_by_one(records, rows)
+
+    def _in_column_order(self, records: Sequence[Any]) -> Sequence[Any]:
+        """The records, :class:`Rows` put in the table's column order."""
+        if type(records) is not Rows:
+            return records
+        columns = records.columns
+        try:
+            reorder = self._reorder[columns]
+        except KeyError:
+            assert self._columns is not None
+            reorder = self._reorder[columns] = reorderer(columns, self._columns)
+        return records if reorder is None else reorder(records)
 
     def _reject_failed(
         self,
@@ -271,26 +296,28 @@ class SqliteSink(BaseHandler):
         for position, exc in failures:
             index = origins[position] if origins is not None else position
             reason = f"{self._where}: {type(exc).__name__}: {exc}"
-            reject_item(records[index], reason, index=index)
+            reject_item(_payload(records, index), reason, index=index)
 
-    def _values_one_by_one(self, records: Sequence[Any]) -> tuple[list[Any], list[int]]:
+    def _values_one_by_one(
+        self, records: Sequence[Any], rows: Sequence[Any]
+    ) -> tuple[list[Any], list[int]]:
         """The values of the records that can be rows (rejecting the others), and the
-        record index of each row."""
+        record index of each row (``rows``: the records in column order)."""
         insert = self._insert
         assert insert is not None
         keys = [(k, insert.columns.index(k)) for k in self.key]
         values: list[Any] = []
         origins = []
-        for index, record in enumerate(records):
+        for index, record in enumerate(rows):
             try:
                 row = insert.row(record)
             except ValueError as exc:
-                reject_item(record, f"{self._where}: {exc}", index=index)
+                reject_item(_payload(records, index), f"{self._where}: {exc}", index=index)
                 continue
             missing = [k for k, position in keys if row[position] is None]
             if missing:
                 reason = f"{self._where}: no value for key column(s) {', '.join(missing)}"
-                reject_item(record, reason, index=index)
+                reject_item(_payload(records, index), reason, index=index)
                 continue
             values.extend(row)
             origins.append(index)
@@ -366,6 +393,11 @@ class SqliteSink(BaseHandler):
                 f"{self._where}: cannot add a unique index on {list(self.key)}: the table "
                 f"already holds duplicate keys ({exc})"
             ) from exc
+
+
+def _payload(records: Sequence[Any], index: int) -> Any:
+    """What a dead letter shows of record ``index``: a row of :class:`Rows` as a dict."""
+    return records.record(index) if isinstance(records, Rows) else records[index]
 
 
 def _infer_schema(records: Sequence[Any]) -> dict[str, str]:
