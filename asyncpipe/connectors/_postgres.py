@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._handler import BaseHandler
+from .._rows import Rows
 from ._batching import DEFAULT_BATCH_SIZE, BatchingSource
 from ._postgres_db import Connections, PostgresTable, connect, driver, infer_pg_schema, quote
 from ._reject import reject_item
@@ -133,6 +134,12 @@ class PostgresSink(BaseHandler):
         self._preparing = asyncio.Lock()
         self._table: PostgresTable | None = None
 
+    @property
+    def accepts_rows(self) -> bool:
+        """Whether the sink takes :class:`~asyncpipe.Rows` messages as they are (it has a
+        ``schema``); a source with ``records="auto"`` then emits them."""
+        return self.schema is not None
+
     def __repr__(self) -> str:
         return f"<PostgresSink {_safe_dsn(self.dsn)!r} table={self.table!r} key={self.key}>"
 
@@ -161,6 +168,8 @@ class PostgresSink(BaseHandler):
         records = data if isinstance(data, list | tuple) else [data]
         if not records:
             return None
+        if isinstance(records, Rows) and self.schema is None:
+            records = list(map(records.record, range(len(records))))
         if self._table is None:
             async with self._preparing:
                 if self._table is None:
@@ -171,6 +180,8 @@ class PostgresSink(BaseHandler):
             rows = table.rows(records)
             origins = list(range(len(rows)))
         except RecordsRefused:
+            if isinstance(records, Rows):  # the dead letters show column names
+                records = list(map(records.record, range(len(records))))
             rows, origins = self._rows_one_by_one(table, records)
         kept = table.last_per_key(rows)
         if len(kept) < len(rows):
@@ -179,7 +190,8 @@ class PostgresSink(BaseHandler):
             for position, exc in await self._write(table, rows):
                 index = origins[position]
                 reason = f"{self._where}: {type(exc).__name__}: {exc}"
-                reject_item(records[index], reason, index=index)
+                payload = records.record(index) if isinstance(records, Rows) else records[index]
+                reject_item(payload, reason, index=index)
         return None
 
     async def _write(

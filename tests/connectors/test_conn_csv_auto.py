@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import asyncpg
 from conn_helpers import TIMEOUT, query
 
 from asyncpipe import HandlerNode, Rows
-from asyncpipe.connectors import CsvSource, SqliteSink
+from asyncpipe.connectors import CsvSource, PostgresSink, SqliteSink
 from asyncpipe.testing import run_pipeline
 
 SCHEMA = {"id": "INTEGER", "name": "TEXT NOT NULL", "score": "REAL CHECK (score >= 0)"}
@@ -26,6 +27,14 @@ class Seen:
 
     async def handle(self, message: Any) -> None:
         self.messages.append(message)
+
+
+async def fetch(dsn: str, sql: str) -> list[tuple[Any, ...]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [tuple(row) for row in await conn.fetch(sql)]
+    finally:
+        await conn.close()
 
 
 def write(path: Path, text: str = CSV) -> Path:
@@ -109,3 +118,36 @@ async def test_a_permuted_header_with_a_column_more_and_one_less(tmp_path: Path)
     assert (table, letters) == await load(tmp_path / "d", "dicts", text)
     assert table == [(1, "a", None), (2, "b", None)]
     assert letters == []
+
+
+async def test_postgres_takes_rows_with_the_same_table_and_dead_letters(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    schema = {"id": "bigint", "name": "text", "score": "double precision CHECK (score >= 0)"}
+    text = "score,id,name,extra\n0.5,1,a,x\n-1,4,d,x\n2,,e,x\n6,6,f,x\n"
+    tables = {}
+    for records in ("auto", "dicts"):
+        seen = Seen(accepts_rows=True)
+        csv_path = write(tmp_path / f"{records}.csv", text)
+        types = {"id": int, "score": float}
+        read = HandlerNode("read", CsvSource(csv_path, batch_size=10, records=records, types=types))
+        sink = PostgresSink(pg_dsn, f"t_{records}", key="id", schema=schema)
+        assert sink.accepts_rows
+        save = HandlerNode("save", sink, [read])
+        consumers = [save] if records == "dicts" else [save, HandlerNode("seen", seen, [read])]
+        executor = await run_pipeline([read], consumers, timeout=TIMEOUT)
+        if records == "auto":
+            assert seen.messages and all(type(m) is Rows for m in seen.messages)
+        letters = [
+            (d.index, d.error_message.replace(f"t_{records}", "T"), d.payload)
+            for d in executor.dead_letters
+        ]
+        rows = await fetch(pg_dsn, f"SELECT * FROM t_{records} ORDER BY id")
+        tables[records] = rows, sorted(letters, key=repr)
+    assert tables["auto"] == tables["dicts"]
+    rows, letters = tables["auto"]
+    assert rows == [(1, "a", 0.5), (6, "f", 6.0)]
+    assert [(index, payload) for index, _, payload in letters] == [
+        (1, {"score": -1.0, "id": 4, "name": "d", "extra": "x"}),
+        (2, {"score": 2.0, "id": None, "name": "e", "extra": "x"}),
+    ]
