@@ -101,6 +101,10 @@ class PostgresSink(BaseHandler):
     key, or that PostgreSQL refuses (a constraint, a value of the wrong type), becomes a
     dead letter naming the table and the reason, and the rest of the batch is committed.
     A record's fields that are not columns are ignored; missing columns are written NULL.
+    With a ``schema`` the sink ``accepts_rows``: a :class:`~asyncpipe.Rows` message (what
+    ``CsvSource`` emits by default when every consumer accepts rows) is mapped from its
+    column order onto the table's by the same rules, and a row of it that becomes a dead
+    letter shows as a dict.
 
     Connections: one per concurrent call, so as many as the node's ``workers`` (give a
     bulk load ``workers=2``: two batches in flight). A lost connection or a server

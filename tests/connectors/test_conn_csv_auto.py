@@ -3,6 +3,7 @@ accepts them, dicts otherwise -- and the same table, the same dead letters, eith
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,3 +152,15 @@ async def test_postgres_takes_rows_with_the_same_table_and_dead_letters(
         (1, {"score": -1.0, "id": 4, "name": "d", "extra": "x"}),
         (2, {"score": 2.0, "id": None, "name": "e", "extra": "x"}),
     ]
+
+
+async def test_a_keyed_consumer_gets_dicts_and_rows_survive_pickling(tmp_path: Path) -> None:
+    keyed = Seen(accepts_rows=True)  # a node routing by key reads fields by name
+    read = HandlerNode("read", CsvSource(write(tmp_path / "k.csv"), batch_size=10))
+    node = HandlerNode("keyed", keyed, [read], key=lambda message: 0)
+    await run_pipeline([read], [node], timeout=TIMEOUT)
+    assert keyed.messages and all(type(m) is list for m in keyed.messages)
+    rows = Rows([["1", "a"]], ["id", "name"])
+    copied = pickle.loads(pickle.dumps(rows))
+    assert (type(copied), copied, copied.columns) == (Rows, rows, ("id", "name"))
+    assert copied.record(0) == {"id": "1", "name": "a"}
