@@ -113,19 +113,20 @@ class SqliteSink(BaseHandler):
         busy_timeout: seconds to wait for another process's write lock.
         group: write the messages waiting for the sink together (see below).
 
-    Messages are lists of records (or one record). A record is a dict, or -- with a
-    ``schema`` -- a row: a list or tuple of values in the schema's column order (what
-    ``CsvSource(..., records="lists")`` emits), written as it is without a lookup per
-    column. With a ``schema`` the sink also ``accepts_rows``: a :class:`~asyncpipe.Rows`
-    message (what ``CsvSource`` emits by default when every consumer accepts rows) has its
-    rows mapped from its own column order onto the table's -- a column the schema lacks is
-    ignored, a schema column the rows lack written as NULL, as for dicts -- and a row of
-    it that becomes a dead letter shows as a dict. A dict's fields that are not columns are ignored; missing columns are
-    written as NULL. A record that is neither, a row of the wrong length, a record that
-    lacks a key column or has a NULL key, or that SQLite refuses (a constraint, a value it
-    cannot store) becomes a dead letter naming the table and the reason, and the rest of
-    the batch is committed. Database errors (disk full, locked past the timeout) fail the
-    whole message, which the node's ``retries``/``on_error`` then handle.
+    Messages are lists of records (or one record). A record is a dict, or -- with a ``schema``
+    -- a row: a list or tuple of values in the schema's column order (what ``CsvSource(...,
+    records="lists")`` emits), written as it is without a lookup per column. With a
+    ``schema`` the sink also ``accepts_rows``: a :class:`~asyncpipe.Rows` message (what
+    ``CsvSource`` emits by default when every consumer accepts rows) has its rows mapped
+    from its own column order onto the table's -- a column the schema lacks is ignored, a
+    schema column the rows lack written as NULL, as for dicts -- and a row of it that
+    becomes a dead letter shows as a dict. A dict's fields that are not columns are ignored;
+    missing columns are written as NULL. A record that is neither, a row of the wrong
+    length, a record that lacks a key column or has a NULL key, or that SQLite refuses (a
+    constraint, a value it cannot store) becomes a dead letter naming the table and the
+    reason, and the rest of the batch is committed. Database errors (disk full, locked past
+    the timeout) fail the whole message, which the node's ``retries``/``on_error`` then
+    handle.
 
     With ``group=True`` and one message at a time (``workers=1``, the default), the sink
     takes the messages waiting in its inbox when it takes one -- up to 16, and no more
@@ -142,15 +143,14 @@ class SqliteSink(BaseHandler):
     unique index on ``key`` is created if it has none. Nodes writing the same file share
     one connection and thread (see ``_sqlite_db``): no ``database is locked`` between them.
 
-    For bulk loads, rows of values (``CsvSource``'s default with this sink as its only
-    consumer) cost the event loop about a third less per row than dicts. With ``workers=2`` the next batch reaches
-    the database thread while the previous one commits; whether that pays depends on the
-    machine (once about 10% more rows/s from CSV on 2 cores, on a busy machine 20% fewer;
-    ``python -m bench --only csv``, ``docs/performance.md``). Batches are still written in
-    the order they arrive,
-    each committed before its receipt resolves; but a batch that fails and is retried is
-    written after the one behind it, so if two batches upsert the same key, the older
-    values can win.
+    For bulk loads, rows of values (``CsvSource``'s default with this sink as its only consumer)
+    cost the event loop about a third less per row than dicts. With ``workers=2`` the next
+    batch reaches the database thread while the previous one commits; whether that pays
+    depends on the machine (once about 10% more rows/s from CSV on 2 cores, on a busy
+    machine 20% fewer; ``python -m bench --only csv``, ``docs/performance.md``). Batches are
+    still written in the order they arrive, each committed before its receipt resolves; but
+    a batch that fails and is retried is written after the one behind it, so if two batches
+    upsert the same key, the older values can win.
     """
 
     def __init__(
