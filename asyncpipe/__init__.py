@@ -35,6 +35,7 @@ from ._graph import DEFAULT_CAPACITY, ErrorPolicy, HandlerNode
 from ._handler import BaseHandler, Rejection, reject
 from ._metrics import LATENCY_BUCKETS, NodeMetrics, PipelineMetrics
 from ._receipt import Outcome, Receipt, Tracked
+from ._rows import Rows
 from ._runner import install_signal_handlers, run
 
 __version__ = "0.1.0"
@@ -65,6 +66,7 @@ __all__ = [
     "PipelineMetrics",
     "Receipt",
     "Rejection",
+    "Rows",
     "Tracked",
     "WorkerCrashed",
     "install_signal_handlers",

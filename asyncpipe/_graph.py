@@ -119,6 +119,8 @@ class HandlerNode:
         self.name = name
         self.dependencies: tuple[HandlerNode | str, ...] = tuple(dependencies)
         self.source, self.handler = _source_or_handler(name, handler)
+        #: The source object as given (it may offer rows of values: see ``_rows``).
+        self.source_object: Any = handler if self.source is not None else None
         if self.source is not None and self.dependencies:
             raise GraphError(
                 f"node {name!r} is a source ({describe(handler)}) and cannot have dependencies",

@@ -41,6 +41,7 @@ class SourceRuntime:
         outputs: list[Channel[Envelope]],
         dead_letter: DeadLetterWriter,
         track: Callable[[Receipt], None] = lambda receipt: None,
+        factory: Callable[[], Any] | None = None,
     ) -> None:
         assert node.source is not None
         self.node = node
@@ -48,7 +49,8 @@ class SourceRuntime:
         self.stats = NodeStats()
         self.outputs = Outputs(outputs, self.stats)
         self.failures = Failures(node, self.stats, dead_letter)
-        self._factory = node.source
+        #: What makes the source's iterator: its own, or one of rows of values (``_rows``).
+        self._factory = factory or node.source
         self._track = track
         self._task: asyncio.Task[Any] | None = None
         self._pulling = False

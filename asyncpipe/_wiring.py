@@ -18,6 +18,7 @@ from ._node import NodeRuntime
 from ._offload import Pool, make_pool
 from ._outputs import Envelope
 from ._resources import Resources
+from ._rows import rows_factory
 from ._source import SourceRuntime
 
 __all__ = ["Wiring"]
@@ -59,8 +60,13 @@ class Wiring:
             node = graph.nodes[name]
             outputs = [inboxes[dep] for dep in graph.dependents[name]]
             if node.source is not None:
+                consumers = [graph.nodes[dep] for dep in graph.dependents[name]]
                 self.sources[name] = SourceRuntime(
-                    node, outputs=outputs, dead_letter=write, track=self.intake.track
+                    node,
+                    outputs=outputs,
+                    dead_letter=write,
+                    track=self.intake.track,
+                    factory=rows_factory(node.source_object, consumers),
                 )
                 continue
             pool = None

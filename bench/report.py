@@ -89,9 +89,9 @@ def _report_cpu(load: cpu.CpuWorkload) -> bool:
 
 _SQLITE_NOTE = (
     "plain loop: csv.reader + executemany +\ncommit per batch. workers: the sink node's (2: a "
-    "batch is handed to the database thread\nwhile the previous one commits); rows: "
-    "CsvSource(records='lists'), rows of values\ninstead of dicts. The target is judged on "
-    "workers=1 with dicts (the default)."
+    "batch is handed to the database thread\nwhile the previous one commits); dicts: "
+    "CsvSource(records='dicts'), a dict per record\ninstead of the default's rows of values. "
+    "The target is judged on workers=1 (the default)."
 )
 _POSTGRES_NOTE = (
     "plain loop: csv.reader, the same\nconverters, asyncpg and the sink's unnest upsert per "

@@ -35,10 +35,12 @@ Typed columns (``types={"amount": float, "day": date.fromisoformat, "vip": bool}
 any callable from text; ``bool`` reads ``true/false/yes/no/1/0``; an empty field becomes
 ``None`` (except for ``str``).
 
-For bulk loads, ``CsvSource(..., records="lists")`` emits each record as the list of its
-values in the file's column order, and ``SqliteSink`` with a ``schema=`` in that order
-writes such rows as they are: no dict per row, no lookup per column
-(``docs/performance.md``, "CSV -> SQLite").
+Bulk loads need no setting: when every node reading a ``CsvSource`` is a sink that
+accepts rows of values (``SqliteSink`` or ``PostgresSink`` with a ``schema=``), the source
+emits :class:`asyncpipe.Rows` -- lists of values in the file's column order, the column
+names carried once per message -- which the sink maps onto its columns: no dict per row.
+Any other consumer (a handler of yours) and it emits dicts. ``records="dicts"`` or
+``"lists"`` fix the form (``docs/performance.md``, "CSV -> SQLite").
 
 Triggers are sources too, keeping the original's signatures: ``TimerTrigger(node, interval,
 max_runs)`` and ``RequestTrigger(node, suffix, watch_dir, poll_interval, max_checks)`` go in

@@ -12,7 +12,13 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterab
 from contextlib import aclosing
 from typing import Any
 
-__all__ = ["DEFAULT_BATCH_SIZE", "BatchingSource", "IterableSource", "check_batch_size"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "BatchingSource",
+    "IterableSource",
+    "batched",
+    "check_batch_size",
+]
 
 #: Records per emitted message unless a source is told otherwise.
 DEFAULT_BATCH_SIZE = 500
@@ -37,20 +43,25 @@ class BatchingSource:
         """Records in lists of any length (typically one list per chunk read)."""
         raise NotImplementedError
 
-    async def _batches(self) -> AsyncGenerator[list[Any], None]:
-        size = self.batch_size
-        pending: list[Any] = []
-        lists = self.record_lists()
-        async with aclosing(lists):
-            async for records in lists:
-                if pending:
-                    records = pending + records
-                whole = len(records) - len(records) % size
-                for start in range(0, whole, size):
-                    yield records[start : start + size]
-                pending = records[whole:]
-        if pending:
-            yield pending
+    def _batches(self) -> AsyncGenerator[list[Any], None]:
+        return batched(self.record_lists(), self.batch_size)
+
+
+async def batched(
+    lists: AsyncGenerator[list[Any], None], size: int
+) -> AsyncGenerator[list[Any], None]:
+    """The records of ``lists`` in lists of ``size`` (the last one shorter)."""
+    pending: list[Any] = []
+    async with aclosing(lists):
+        async for records in lists:
+            if pending:
+                records = pending + records
+            whole = len(records) - len(records) % size
+            for start in range(0, whole, size):
+                yield records[start : start + size]
+            pending = records[whole:]
+    if pending:
+        yield pending
 
 
 class IterableSource(BatchingSource):

@@ -23,12 +23,13 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing
 from itertools import islice, starmap
 from typing import Any, Literal
 
-from ._batching import DEFAULT_BATCH_SIZE, BatchingSource
+from .._rows import Rows
+from ._batching import DEFAULT_BATCH_SIZE, BatchingSource, batched
 from ._columns import ColumnTypes, ConversionError, Converter, record_builder, row_builder
 from ._lines import DEFAULT_CHUNK_SIZE, Segment, check_chunk_size, check_encoding, read_segments
 from ._reject import reject_item
@@ -37,7 +38,7 @@ __all__ = ["CsvSource", "check_names"]
 
 logger = logging.getLogger(__name__)
 
-#: A record: a dict (column -> value), or with ``records="lists"`` the values in order.
+#: A record: a dict (column -> value), or as a row the values in column order.
 Record = dict[str, Any] | list[Any]
 
 #: Lines one record (a quoted field spanning lines) may take unless told otherwise.
@@ -56,11 +57,15 @@ class CsvSource(BatchingSource):
             ``fieldnames``.
         types: optional column converters, e.g. ``{"id": int, "amount": float}`` (see
             :mod:`asyncpipe.connectors` for the rules); other columns stay strings.
-        records: ``"dicts"`` (default): each record is a dict, column name -> value.
-            ``"lists"``: each record is the list of its values in the file's column
-            order, which :class:`SqliteSink` with a ``schema=`` in that same order writes
-            as it is -- for bulk loads, about a third less work per row than dicts
-            (``docs/performance.md``).
+        records: ``"auto"`` (default): dicts, unless every node reading this source's
+            node accepts rows of values (:class:`SqliteSink` and :class:`PostgresSink`
+            with a ``schema=``): then :class:`~asyncpipe.Rows` messages -- lists of the
+            values in the file's column order, carrying the column names once per
+            message -- which the sink maps onto its columns (for bulk loads, about a
+            third less work per row than dicts; ``docs/performance.md``). Decided when
+            the pipeline is wired: a handler of yours downstream gets dicts.
+            ``"dicts"``: always dicts, column name -> value. ``"lists"``: always plain
+            lists of the values in the file's column order (no names).
         encoding: an ASCII-compatible encoding (default UTF-8; a BOM is skipped).
         chunk_size: bytes read at a time.
         max_record_lines: the most lines one record may span (quoted fields containing
@@ -88,12 +93,12 @@ class CsvSource(BatchingSource):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_record_lines: int = DEFAULT_MAX_RECORD_LINES,
         dialect: str | csv.Dialect | type[csv.Dialect] = "excel",
-        records: Literal["dicts", "lists"] = "dicts",
+        records: Literal["auto", "dicts", "lists"] = "auto",
         **fmtparams: Any,
     ) -> None:
         super().__init__(batch_size)
-        if records not in ("dicts", "lists"):
-            raise ValueError(f"records must be 'dicts' or 'lists', got {records!r}")
+        if records not in ("auto", "dicts", "lists"):
+            raise ValueError(f"records must be 'auto', 'dicts' or 'lists', got {records!r}")
         if (
             not isinstance(max_record_lines, int)
             or isinstance(max_record_lines, bool)
@@ -119,8 +124,24 @@ class CsvSource(BatchingSource):
     def __repr__(self) -> str:
         return f"<CsvSource {os.fspath(self.path)!r} batch_size={self.batch_size}>"
 
-    async def record_lists(self) -> AsyncGenerator[list[Record], None]:
-        parser = _CsvParser(self)
+    def record_lists(self) -> AsyncGenerator[list[Record], None]:
+        return self._parsed(_CsvParser(self, lists=self.records == "lists"))
+
+    def as_rows(self) -> AsyncIterator[Rows] | None:
+        """With ``records="auto"``: the file as :class:`~asyncpipe.Rows` messages, which
+        the pipeline uses when every consumer accepts rows (see ``asyncpipe._rows``);
+        otherwise None."""
+        return self._rows() if self.records == "auto" else None
+
+    async def _rows(self) -> AsyncGenerator[Rows, None]:
+        parser = _CsvParser(self, lists=True)
+        batches = batched(self._parsed(parser), self.batch_size)
+        async with aclosing(batches):
+            async for batch in batches:
+                assert parser.names is not None  # the header is read before any row
+                yield Rows(batch, parser.names)
+
+    async def _parsed(self, parser: _CsvParser) -> AsyncGenerator[list[Record], None]:
         segments = read_segments(
             self.path, encoding=self.encoding, chunk_size=self.chunk_size, keepends=True
         )
@@ -146,7 +167,7 @@ def check_names(names: Sequence[str], where: str) -> None:
 class _CsvParser:
     """Turns segments of lines into records, carrying a record cut by a chunk end."""
 
-    def __init__(self, source: CsvSource) -> None:
+    def __init__(self, source: CsvSource, *, lists: bool) -> None:
         self.where = os.fspath(source.path)
         self.names = source.fieldnames
         self.need_header = source.header
@@ -156,7 +177,7 @@ class _CsvParser:
         self.quoting = source.dialect.quoting != csv.QUOTE_NONE and bool(self.quotechar)
         self.batch_size = source.batch_size
         self.max_lines = source.max_record_lines
-        self.lists = source.records == "lists"
+        self.lists = lists
         self.carry: Segment | None = None
         self.build: Callable[..., Record] | None = None
         self.width = 0  # fields per row, set with build

@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._handler import BaseHandler
+from .._rows import Rows
 from ._batching import DEFAULT_BATCH_SIZE, BatchingSource
 from ._postgres_db import Connections, PostgresTable, connect, driver, infer_pg_schema, quote
 from ._reject import reject_item
@@ -100,6 +101,10 @@ class PostgresSink(BaseHandler):
     key, or that PostgreSQL refuses (a constraint, a value of the wrong type), becomes a
     dead letter naming the table and the reason, and the rest of the batch is committed.
     A record's fields that are not columns are ignored; missing columns are written NULL.
+    With a ``schema`` the sink ``accepts_rows``: a :class:`~asyncpipe.Rows` message (what
+    ``CsvSource`` emits by default when every consumer accepts rows) is mapped from its
+    column order onto the table's by the same rules, and a row of it that becomes a dead
+    letter shows as a dict.
 
     Connections: one per concurrent call, so as many as the node's ``workers`` (give a
     bulk load ``workers=2``: two batches in flight). A lost connection or a server
@@ -133,6 +138,12 @@ class PostgresSink(BaseHandler):
         self._preparing = asyncio.Lock()
         self._table: PostgresTable | None = None
 
+    @property
+    def accepts_rows(self) -> bool:
+        """Whether the sink takes :class:`~asyncpipe.Rows` messages as they are (it has a
+        ``schema``); a source with ``records="auto"`` then emits them."""
+        return self.schema is not None
+
     def __repr__(self) -> str:
         return f"<PostgresSink {_safe_dsn(self.dsn)!r} table={self.table!r} key={self.key}>"
 
@@ -161,6 +172,8 @@ class PostgresSink(BaseHandler):
         records = data if isinstance(data, list | tuple) else [data]
         if not records:
             return None
+        if isinstance(records, Rows) and self.schema is None:
+            records = list(map(records.record, range(len(records))))
         if self._table is None:
             async with self._preparing:
                 if self._table is None:
@@ -171,6 +184,8 @@ class PostgresSink(BaseHandler):
             rows = table.rows(records)
             origins = list(range(len(rows)))
         except RecordsRefused:
+            if isinstance(records, Rows):  # the dead letters show column names
+                records = list(map(records.record, range(len(records))))
             rows, origins = self._rows_one_by_one(table, records)
         kept = table.last_per_key(rows)
         if len(kept) < len(rows):
@@ -179,7 +194,8 @@ class PostgresSink(BaseHandler):
             for position, exc in await self._write(table, rows):
                 index = origins[position]
                 reason = f"{self._where}: {type(exc).__name__}: {exc}"
-                reject_item(records[index], reason, index=index)
+                payload = records.record(index) if isinstance(records, Rows) else records[index]
+                reject_item(payload, reason, index=index)
         return None
 
     async def _write(

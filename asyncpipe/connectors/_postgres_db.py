@@ -29,7 +29,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import RecordsRefused
+from .._rows import Rows
 from ._sqlite_db import quote
+from ._sqlite_sql import reorderer
 
 if TYPE_CHECKING:
     import asyncpg
@@ -174,12 +176,29 @@ class PostgresTable:
             getter if len(self.columns) > 1 else lambda record: (getter(record),)
         )
         self._key_positions = [self.columns.index(k) for k in self.key]
+        self._reorder: dict[tuple[str, ...], Callable[[Rows], list[Any]] | None] = {}
+
+    def _in_column_order(self, records: Rows) -> list[Any]:
+        columns = records.columns
+        try:
+            reorder = self._reorder[columns]
+        except KeyError:
+            reorder = self._reorder[columns] = reorderer(columns, self.columns)
+        if reorder is None:
+            if not all(map(len(columns).__eq__, map(len, records))):
+                raise RecordsRefused
+            return records
+        return reorder(records)
 
     def rows(self, records: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """The records as rows (tuples in ``columns`` order). Raise
-        :class:`RecordsRefused` if one is not a mapping, lacks a column or has a NULL key."""
+        """The records as rows (tuples in ``columns`` order; :class:`Rows` put in that
+        order). Raise :class:`RecordsRefused` if one is not a mapping, lacks a column or
+        has a NULL key."""
         try:
-            rows = list(map(self.row_of, records))
+            if type(records) is Rows:
+                rows = self._in_column_order(records)
+            else:
+                rows = list(map(self.row_of, records))
         except (KeyError, TypeError, IndexError):
             raise RecordsRefused from None
         for position in self._key_positions:

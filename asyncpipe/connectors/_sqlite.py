@@ -16,9 +16,11 @@ import aiofiles.os
 import aiosqlite
 
 from .._handler import BaseHandler, Rejection, rejections_into
+from .._rows import Rows
 from ._batching import DEFAULT_BATCH_SIZE, BatchingSource
 from ._reject import reject_item
 from ._sqlite_db import Database, Insert, RecordsRefused, check_synchronous, quote
+from ._sqlite_sql import reorderer
 
 __all__ = ["SqliteSink", "SqliteSource"]
 
@@ -111,15 +113,20 @@ class SqliteSink(BaseHandler):
         busy_timeout: seconds to wait for another process's write lock.
         group: write the messages waiting for the sink together (see below).
 
-    Messages are lists of records (or one record). A record is a dict, or -- with a
-    ``schema`` -- a row: a list or tuple of values in the schema's column order (what
-    ``CsvSource(..., records="lists")`` emits), written as it is without a lookup per
-    column. A dict's fields that are not columns are ignored; missing columns are
-    written as NULL. A record that is neither, a row of the wrong length, a record that
-    lacks a key column or has a NULL key, or that SQLite refuses (a constraint, a value it
-    cannot store) becomes a dead letter naming the table and the reason, and the rest of
-    the batch is committed. Database errors (disk full, locked past the timeout) fail the
-    whole message, which the node's ``retries``/``on_error`` then handle.
+    Messages are lists of records (or one record). A record is a dict, or -- with a ``schema``
+    -- a row: a list or tuple of values in the schema's column order (what ``CsvSource(...,
+    records="lists")`` emits), written as it is without a lookup per column. With a
+    ``schema`` the sink also ``accepts_rows``: a :class:`~asyncpipe.Rows` message (what
+    ``CsvSource`` emits by default when every consumer accepts rows) has its rows mapped
+    from its own column order onto the table's -- a column the schema lacks is ignored, a
+    schema column the rows lack written as NULL, as for dicts -- and a row of it that
+    becomes a dead letter shows as a dict. A dict's fields that are not columns are ignored;
+    missing columns are written as NULL. A record that is neither, a row of the wrong
+    length, a record that lacks a key column or has a NULL key, or that SQLite refuses (a
+    constraint, a value it cannot store) becomes a dead letter naming the table and the
+    reason, and the rest of the batch is committed. Database errors (disk full, locked past
+    the timeout) fail the whole message, which the node's ``retries``/``on_error`` then
+    handle.
 
     With ``group=True`` and one message at a time (``workers=1``, the default), the sink
     takes the messages waiting in its inbox when it takes one -- up to 16, and no more
@@ -136,15 +143,14 @@ class SqliteSink(BaseHandler):
     unique index on ``key`` is created if it has none. Nodes writing the same file share
     one connection and thread (see ``_sqlite_db``): no ``database is locked`` between them.
 
-    For bulk loads, rows of values (``CsvSource(..., records="lists")``) cost the event
-    loop about a third less per row than dicts. With ``workers=2`` the next batch reaches
-    the database thread while the previous one commits; whether that pays depends on the
-    machine (once about 10% more rows/s from CSV on 2 cores, on a busy machine 20% fewer;
-    ``python -m bench --only csv``, ``docs/performance.md``). Batches are still written in
-    the order they arrive,
-    each committed before its receipt resolves; but a batch that fails and is retried is
-    written after the one behind it, so if two batches upsert the same key, the older
-    values can win.
+    For bulk loads, rows of values (``CsvSource``'s default with this sink as its only consumer)
+    cost the event loop about a third less per row than dicts. With ``workers=2`` the next
+    batch reaches the database thread while the previous one commits; whether that pays
+    depends on the machine (once about 10% more rows/s from CSV on 2 cores, on a busy
+    machine 20% fewer; ``python -m bench --only csv``, ``docs/performance.md``). Batches are
+    still written in the order they arrive, each committed before its receipt resolves; but
+    a batch that fails and is retried is written after the one behind it, so if two batches
+    upsert the same key, the older values can win.
     """
 
     def __init__(
@@ -180,6 +186,14 @@ class SqliteSink(BaseHandler):
         self._preparing = asyncio.Lock()
         self._columns: list[str] | None = None
         self._insert: Insert | None = None
+        #: Per column order of incoming :class:`Rows`: how to put them in the table's.
+        self._reorder: dict[tuple[str, ...], Callable[[Rows], list[Any]] | None] = {}
+
+    @property
+    def accepts_rows(self) -> bool:
+        """Whether the sink takes :class:`~asyncpipe.Rows` messages as they are (it has a
+        ``schema``); a source with ``records="auto"`` then emits them."""
+        return self.schema is not None
 
     def __repr__(self) -> str:
         return f"<SqliteSink {os.fspath(self.path)!r} table={self.table!r} key={self.key}>"
@@ -246,6 +260,8 @@ class SqliteSink(BaseHandler):
         if self._db is None:
             await self.setup()
         records = data if isinstance(data, list | tuple) else [data]
+        if isinstance(records, Rows) and self.schema is None:
+            records = list(map(records.record, range(len(records))))
         if records and self._columns is None:
             async with self._preparing:
                 if self._columns is None:
@@ -256,10 +272,23 @@ class SqliteSink(BaseHandler):
         """The values of the records that can be rows, laid end to end, and the record
         index of each row (None: every record is a row); the others are rejected."""
         assert self._insert is not None
+        rows = self._in_column_order(records)
         try:
-            return self._insert.values(records), None
+            return self._insert.values(rows), None
         except RecordsRefused:
-            return self._values_one_by_one(records)
+            return self._values_one_by_one(records, rows)
+
+    def _in_column_order(self, records: Sequence[Any]) -> Sequence[Any]:
+        """The records, :class:`Rows` put in the table's column order."""
+        if type(records) is not Rows:
+            return records
+        columns = records.columns
+        try:
+            reorder = self._reorder[columns]
+        except KeyError:
+            assert self._columns is not None
+            reorder = self._reorder[columns] = reorderer(columns, self._columns)
+        return records if reorder is None else reorder(records)
 
     def _reject_failed(
         self,
@@ -271,26 +300,28 @@ class SqliteSink(BaseHandler):
         for position, exc in failures:
             index = origins[position] if origins is not None else position
             reason = f"{self._where}: {type(exc).__name__}: {exc}"
-            reject_item(records[index], reason, index=index)
+            reject_item(_payload(records, index), reason, index=index)
 
-    def _values_one_by_one(self, records: Sequence[Any]) -> tuple[list[Any], list[int]]:
+    def _values_one_by_one(
+        self, records: Sequence[Any], rows: Sequence[Any]
+    ) -> tuple[list[Any], list[int]]:
         """The values of the records that can be rows (rejecting the others), and the
-        record index of each row."""
+        record index of each row (``rows``: the records in column order)."""
         insert = self._insert
         assert insert is not None
         keys = [(k, insert.columns.index(k)) for k in self.key]
         values: list[Any] = []
         origins = []
-        for index, record in enumerate(records):
+        for index, record in enumerate(rows):
             try:
                 row = insert.row(record)
             except ValueError as exc:
-                reject_item(record, f"{self._where}: {exc}", index=index)
+                reject_item(_payload(records, index), f"{self._where}: {exc}", index=index)
                 continue
             missing = [k for k, position in keys if row[position] is None]
             if missing:
                 reason = f"{self._where}: no value for key column(s) {', '.join(missing)}"
-                reject_item(record, reason, index=index)
+                reject_item(_payload(records, index), reason, index=index)
                 continue
             values.extend(row)
             origins.append(index)
@@ -366,6 +397,11 @@ class SqliteSink(BaseHandler):
                 f"{self._where}: cannot add a unique index on {list(self.key)}: the table "
                 f"already holds duplicate keys ({exc})"
             ) from exc
+
+
+def _payload(records: Sequence[Any], index: int) -> Any:
+    """What a dead letter shows of record ``index``: a row of :class:`Rows` as a dict."""
+    return records.record(index) if isinstance(records, Rows) else records[index]
 
 
 def _infer_schema(records: Sequence[Any]) -> dict[str, str]:

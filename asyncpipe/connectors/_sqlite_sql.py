@@ -9,7 +9,7 @@ from typing import Any
 
 from .._errors import RecordsRefused
 
-__all__ = ["Insert", "quote"]
+__all__ = ["Insert", "quote", "reorderer"]
 
 #: The record types taken as rows of values in column order (not their subclasses: a
 #: named tuple has names of its own, which may not be the columns').
@@ -114,3 +114,23 @@ def _null_key_test(columns: list[str], key: Sequence[str]) -> Callable[[list[Any
     width = len(columns)
     positions = [columns.index(k) for k in key]
     return lambda values: any(None in values[p::width] for p in positions)
+
+
+def reorderer(
+    given: Sequence[str], columns: Sequence[str]
+) -> Callable[[Sequence[Sequence[Any]]], list[Any]] | None:
+    """How to turn rows of values in ``given`` column order into rows in ``columns``
+    order: None if they already are; otherwise a function making a tuple per row, with
+    None for a column ``given`` lacks (as for a dict lacking it) and without the values
+    of the columns not in ``columns`` (as for a dict's other fields)."""
+    if tuple(given) == tuple(columns):
+        return None
+    positions = [given.index(c) if c in given else None for c in columns]
+    if None in positions:
+        return lambda rows: [
+            tuple(None if p is None else row[p] for p in positions) for row in rows
+        ]
+    getter = operator.itemgetter(*positions)
+    if len(positions) == 1:
+        return lambda rows: [(getter(row),) for row in rows]
+    return lambda rows: list(map(getter, rows))

@@ -187,7 +187,7 @@ async def test_a_csv_source_can_emit_rows_of_values(tmp_path: Path) -> None:
     untyped, executor = await collect(CsvSource(path, records="lists"))
     assert untyped == [[["1", "a", "0.5"], ["2", "b", "x"], ["4", "d", ""]]]
     assert [d.index for d in executor.dead_letters] == [5]
-    with pytest.raises(ValueError, match="records must be 'dicts' or 'lists'"):
+    with pytest.raises(ValueError, match="records must be 'auto', 'dicts' or 'lists'"):
         CsvSource(path, records="tuples")  # type: ignore[arg-type]
 
 
