@@ -54,6 +54,7 @@ import collections
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
@@ -276,7 +277,7 @@ class Database:
         except sqlite3.Error as exc:
             raise type(exc)(f"{exc}: {self.path}") from exc
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enter_wal(conn, busy_timeout)
         except BaseException:
             conn.close()
             raise
@@ -402,3 +403,19 @@ class Database:
                 self.conn.execute("ROLLBACK")
         except sqlite3.Error:
             logger.exception("%s: rollback failed", self.path)
+
+
+def _enter_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Put the file in WAL mode. Two processes opening a new file at once may find it
+    locked while the other switches it, and SQLite does not call its busy handler for
+    that: wait as the handler would, up to ``busy_timeout``."""
+    deadline, pause = time.monotonic() + busy_timeout, 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)  # on the database's own thread, as SQLite's busy handler does
+        pause = min(pause * 2, 0.1)
