@@ -3,10 +3,10 @@ committing the changes -- with the names of the messages applied and the outputs
 produced -- in one transaction *before* anything is emitted.
 
 For each group of messages a lane takes from its input (one message when it is alone;
-all those already waiting, up to :data:`MAX_GROUP`, when more are; and, while the
-previous group's commit is still being written, those that arrive meanwhile, up to
-:data:`MAX_COMMIT`: the loop applies them instead of waiting, and the slower the store,
-the more messages share a commit):
+when more are waiting, :data:`MAX_GROUP` at a time, applied one batch after the other
+while messages are waiting -- and while the previous group's commit is being written --
+up to :data:`MAX_COMMIT`: a stream gets few, large commits, each writing a key once
+however many of its messages changed it):
 
 1. messages whose name the store has already marked are *replays*: they do not touch the
    state; their rejections are written again (dead-letter sinks keep one per item). The
@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 #: Messages a lane takes from its input at once (when that many are waiting).
 MAX_GROUP = 128
 #: Messages one commit covers at most: a group grows while the previous commit is in
-#: flight (:meth:`Lane._catch_up`).
+#: flight or messages are waiting (:meth:`Lane._grow`).
 MAX_COMMIT = 8 * MAX_GROUP
 
 _Result = tuple[list[Any], list[Rejection]]
@@ -244,9 +244,7 @@ class Lane:
                         return
                     group = _take(channel, [first], arrivals)
                 applied = await self._apply_group(group, pending)
-                if pending is not None:
-                    await self._catch_up(channel, arrivals, applied, pending)
-                    await self._finish(pending)
+                await self._grow(channel, arrivals, applied, pending)
                 pending = self._start_commit(applied)
                 if pending.task is not None:
                     # Let the commit start (hand its transaction to the store's thread or
@@ -271,24 +269,29 @@ class Lane:
         if self.delivered:
             await self._finish(self._start_commit(_Group([], [], StateCommit(), {})))
 
-    async def _catch_up(
+    async def _grow(
         self,
         channel: Channel[Any],
         arrivals: Arrivals | None,
         applied: _Group,
-        pending: _Group,
+        pending: _Group | None,
     ) -> None:
-        """While ``pending``'s commit is in flight, apply the messages waiting into
-        ``applied`` (up to :data:`MAX_COMMIT`) rather than wait for it."""
-        task = pending.task
-        while task is not None and len(applied.group) < MAX_COMMIT:
-            await asyncio.sleep(0)  # let the commit's completion reach its task
-            if task.done():
-                return
+        """Apply the messages waiting into ``applied`` (up to :data:`MAX_COMMIT`) rather
+        than commit it at once, and end ``pending`` (the previous group) as soon as its
+        commit is written. The group is committed when nothing more is waiting: a message
+        alone is committed at once, a stream gets fewer, larger commits (fewer rows: a
+        key changed by many messages is written once)."""
+        while len(applied.group) < MAX_COMMIT:
+            await asyncio.sleep(0)  # let the commit's completion and new messages arrive
+            if pending is not None and (pending.task is None or pending.task.done()):
+                await self._finish(pending)
+                pending = None
             group = _take(channel, [], arrivals)
             if not group:
-                return
+                break
             await self._apply_group(group, pending, applied)
+        if pending is not None:
+            await self._finish(pending)
 
     async def _apply_group(
         self, group: list[LaneEnvelope], pending: _Group | None, into: _Group | None = None

@@ -1,6 +1,7 @@
-"""Messages per commit: while a commit is being written, a lane applies the messages that
-are waiting into the next one instead of waiting for it (a slow store gets fewer,
-larger commits), and nothing of the results or of the stored state changes."""
+"""Messages per commit: a lane applies the messages that are waiting (up to MAX_COMMIT)
+before it commits them, and while a commit is being written it applies those that
+arrive into the next one instead of waiting for it (fewer, larger commits), and nothing
+of the results or of the stored state changes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from windows_model import TumblingModel
 
 from asyncpipe import HandlerNode, PipelineExecutor
 from asyncpipe.state import MemoryStateStore, StateCommit, Tumbling, Windowed, count, total
-from asyncpipe.state._lane import MAX_GROUP
+from asyncpipe.state._lane import MAX_COMMIT, MAX_GROUP
 from asyncpipe.testing import CollectingSink
 
 Record = dict[str, Any]
@@ -60,14 +61,16 @@ def table(records: list[Record]) -> dict[tuple[Any, Any], tuple[Any, ...]]:
     return {(r["key"], r["start"]): (r["n"], r["sum"]) for r in records}
 
 
-async def test_messages_waiting_during_a_commit_share_the_next_commit() -> None:
-    records = [{"k": f"k{i % 7}", "t": i / 3, "v": i % 5} for i in range(3 * MAX_GROUP)]
-    messages = [[r] for r in records]  # a message per record
+async def test_messages_waiting_share_a_commit() -> None:
+    n = MAX_COMMIT + 2 * MAX_GROUP
+    records = [{"k": f"k{i % 7}", "t": i / 3, "v": i % 5} for i in range(n)]
+    messages = [[r] for r in records]  # a message per record, all waiting at the start
     gate = asyncio.Event()
     store = GatedStore(gate)
     out = await run(messages, store, gate)
-    # The first group (MAX_GROUP messages) is committed while the lane applies all the
-    # others; they are committed together: two commits where groups alone would be three.
+    # The first MAX_COMMIT messages waiting are applied into one commit; while it is being
+    # written (held until the lane reads the last record) the others are applied into the
+    # next one: two commits where groups of MAX_GROUP alone would be ten.
     assert len(store.commits) == 2
     model = TumblingModel(size=10, lateness=2)
     model.feed(records)
