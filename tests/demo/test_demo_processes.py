@@ -17,20 +17,18 @@ import os
 import random
 import re
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from demo_helpers import AS_OF, fed_to_the_end, model_for
+from demo_helpers import fed_to_the_end, model_for
 from test_demo_restarts import (
-    ARGS,
     CALL_TIMEOUT,
     SCALE,
     Batch,
+    Server,
     batches,
     query,
 )
@@ -46,32 +44,14 @@ ATTEMPTS = 5
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
 
-class Supervisor:
+class Supervisor(Server):
     """The demo's supervisor process and its server processes."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.log = workdir / "server.log"
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "asyncpipe.demo", "--serve", "--processes", "2"]
-                + ["--quiet", "--host", "127.0.0.1", "--port", "0", "--workdir", str(workdir)]
-                + [*ARGS, "--as-of", AS_OF],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env={**os.environ, "COLUMNS": "200"},
-            )
+    seconds = 90.0
+    serving = re.compile(r"gRPC on (127\.0\.0\.1:\d+) with 2 server processes")
 
-    async def address(self) -> str:
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(90):
-            while True:
-                line = await asyncio.to_thread(self.proc.stdout.readline)
-                if not line:
-                    raise RuntimeError(f"the demo exited:\n{self.log.read_text()[-3000:]}")
-                found = re.search(r"gRPC on (127\.0\.0\.1:\d+) with 2 server processes", line)
-                if found:
-                    return found.group(1)
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir, 0, "--processes", "2")
 
     def servers(self) -> list[int]:
         """The pids of the server processes (the supervisor's ``spawn`` children)."""
@@ -99,18 +79,6 @@ class Supervisor:
                 if state == "01" and int(local.rsplit(":", 1)[1], 16) == port and inode in sockets:
                     count += 1
         return count
-
-    async def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(self.proc.wait, 90)
-        await asyncio.to_thread(self.proc.communicate)
-        return code
-
-    def cleanup(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        with contextlib.suppress(Exception):
-            self.proc.communicate(timeout=10)
 
 
 class Senders:
@@ -179,7 +147,7 @@ async def test_two_server_processes_one_killed_count_everything_once(tmp_path: P
             restarted = supervisor.servers()
             assert len(restarted) == 2 and len(set(first) & set(restarted)) == 1
             await fed_to_the_end(config)
-            assert await supervisor.stop() == 0, supervisor.log.read_text()[-3000:]
+            assert await supervisor.end(signal.SIGTERM) == 0, supervisor.log.read_text()[-3000:]
         assert not senders.bad_replies, senders.bad_replies[:3]
         assert len(senders.acked) == total
         grpc_nodes = Counter(

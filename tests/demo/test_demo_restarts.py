@@ -62,11 +62,16 @@ CPFS = ("52998224725", "11144477735", "39053344705", "12345678909")
 class Server:
     """One run of the demo server on the work directory."""
 
-    def __init__(self, workdir: Path, generation: int) -> None:
+    #: Seconds to start serving, and to stop.
+    seconds = 60.0
+    #: The line saying it serves, with its address.
+    serving = re.compile(r"gRPC on (127\.0\.0\.1:\d+)")
+
+    def __init__(self, workdir: Path, generation: int, *extra: str) -> None:
         self.log = workdir / f"server-{generation}.log"
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "asyncpipe.demo", "--serve", "--quiet"]
+                [sys.executable, "-m", "asyncpipe.demo", "--serve", "--quiet", *extra]
                 + ["--host", "127.0.0.1", "--port", "0", "--workdir", str(workdir)]
                 + [*ARGS, "--as-of", AS_OF],
                 stdout=subprocess.PIPE,
@@ -77,18 +82,18 @@ class Server:
 
     async def address(self) -> str:
         assert self.proc.stdout is not None
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(self.seconds):
             while True:
                 line = await asyncio.to_thread(self.proc.stdout.readline)
                 if not line:
                     raise RuntimeError(f"the demo exited:\n{self.log.read_text()[-3000:]}")
-                found = re.search(r"gRPC on (127\.0\.0\.1:\d+)", line)
+                found = self.serving.search(line)
                 if found:
                     return found.group(1)
 
     async def end(self, how: signal.Signals) -> int:
         self.proc.send_signal(how)
-        code = await asyncio.to_thread(self.proc.wait, 60)
+        code = await asyncio.to_thread(self.proc.wait, self.seconds)
         await asyncio.to_thread(self.proc.communicate)
         return code
 
