@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ["Rows", "accepts_rows", "rows_factory"]
+__all__ = ["Rows", "accepts_rows", "record_at", "rows_factory"]
 
 
 class Rows(list[Any]):
@@ -31,6 +31,16 @@ class Rows(list[Any]):
     def record(self, index: int) -> dict[str, Any]:
         """Record ``index`` as a dict (column name -> value), e.g. for a dead letter."""
         return dict(zip(self.columns, self[index], strict=False))
+
+    def dicts(self) -> list[dict[str, Any]]:
+        """Every record as a dict."""
+        return list(map(self.record, range(len(self))))
+
+
+def record_at(records: Sequence[Any], index: int) -> Any:
+    """Record ``index`` of a message as a dead letter shows it: a row of :class:`Rows` as
+    a dict, anything else as it is."""
+    return records.record(index) if isinstance(records, Rows) else records[index]
 
 
 def accepts_rows(node: Any) -> bool:

@@ -7,12 +7,12 @@ import asyncio
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._handler import BaseHandler
-from .._rows import Rows
+from .._rows import Rows, record_at
 from ._batching import DEFAULT_BATCH_SIZE, BatchingSource
 from ._postgres_db import Connections, PostgresTable, connect, driver, infer_pg_schema, quote
 from ._reject import reject_item
 from ._sqlite_db import RecordsRefused
+from ._table import TableSink
 
 if TYPE_CHECKING:
     import asyncpg
@@ -77,7 +77,7 @@ class PostgresSource(BatchingSource):
             await asyncio.shield(conn.close(timeout=5))
 
 
-class PostgresSink(BaseHandler):
+class PostgresSink(TableSink):
     """Write dict records to a PostgreSQL table: one transaction per message, committed
     before the handler returns (a receipt resolves only once its rows are in PostgreSQL).
 
@@ -122,27 +122,12 @@ class PostgresSink(BaseHandler):
         schema: Mapping[str, str] | None = None,
         connect_timeout: float = 30.0,
     ) -> None:
-        quote(table)
         self.dsn = dsn
-        self.table = table
-        self.key: tuple[str, ...] = (key,) if isinstance(key, str) else tuple(key or ())
-        self.schema = dict(schema) if schema else None
-        for column in self.key + tuple(self.schema or ()):
-            quote(column)
-        if self.schema is not None:
-            missing = [k for k in self.key if k not in self.schema]
-            if missing:
-                raise ValueError(f"{self._where}: key column(s) {missing} not in the schema")
+        self._declare(table, key, schema, quote)
         self.connect_timeout = connect_timeout
         self.connections: Connections | None = None
         self._preparing = asyncio.Lock()
         self._table: PostgresTable | None = None
-
-    @property
-    def accepts_rows(self) -> bool:
-        """Whether the sink takes :class:`~asyncpipe.Rows` messages as they are (it has a
-        ``schema``); a source with ``records="auto"`` then emits them."""
-        return self.schema is not None
 
     def __repr__(self) -> str:
         return f"<PostgresSink {_safe_dsn(self.dsn)!r} table={self.table!r} key={self.key}>"
@@ -169,11 +154,9 @@ class PostgresSink(BaseHandler):
         """Upsert the message's records in one committed transaction; return None."""
         if self.connections is None:
             await self.setup()
-        records = data if isinstance(data, list | tuple) else [data]
+        records = self._as_records(data)
         if not records:
             return None
-        if isinstance(records, Rows) and self.schema is None:
-            records = list(map(records.record, range(len(records))))
         if self._table is None:
             async with self._preparing:
                 if self._table is None:
@@ -185,7 +168,7 @@ class PostgresSink(BaseHandler):
             origins = list(range(len(rows)))
         except RecordsRefused:
             if isinstance(records, Rows):  # the dead letters show column names
-                records = list(map(records.record, range(len(records))))
+                records = records.dicts()
             rows, origins = self._rows_one_by_one(table, records)
         kept = table.last_per_key(rows)
         if len(kept) < len(rows):
@@ -194,8 +177,7 @@ class PostgresSink(BaseHandler):
             for position, exc in await self._write(table, rows):
                 index = origins[position]
                 reason = f"{self._where}: {type(exc).__name__}: {exc}"
-                payload = records.record(index) if isinstance(records, Rows) else records[index]
-                reject_item(payload, reason, index=index)
+                reject_item(record_at(records, index), reason, index=index)
         return None
 
     async def _write(
@@ -241,12 +223,7 @@ class PostgresSink(BaseHandler):
     async def _prepare(self, schema: Mapping[str, str]) -> None:
         """Create or check the table and build the upsert statement."""
         assert self.connections is not None
-        missing_key = [k for k in self.key if k not in schema]
-        if missing_key:
-            raise ValueError(
-                f"{self._where}: key column(s) {missing_key} are not fields of the records "
-                f"(fields: {list(schema)}); declare schema= or fix the key"
-            )
+        self._check_key(list(schema))
         conn = await self.connections.acquire()
         broken = True
         try:

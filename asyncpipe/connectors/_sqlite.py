@@ -15,12 +15,13 @@ from typing import Any
 import aiofiles.os
 import aiosqlite
 
-from .._handler import BaseHandler, Rejection, rejections_into
-from .._rows import Rows
+from .._handler import Rejection, rejections_into
+from .._rows import Rows, record_at
 from ._batching import DEFAULT_BATCH_SIZE, BatchingSource
 from ._reject import reject_item
 from ._sqlite_db import Database, Insert, RecordsRefused, check_synchronous, quote
 from ._sqlite_sql import reorderer
+from ._table import TableSink
 
 __all__ = ["SqliteSink", "SqliteSource"]
 
@@ -93,7 +94,7 @@ def _sql_type(value: Any) -> str:
     return ""
 
 
-class SqliteSink(BaseHandler):
+class SqliteSink(TableSink):
     """Write dict records to an SQLite table: one transaction per message, committed
     before the handler returns (so a receipt resolves only once its rows are durable).
 
@@ -164,22 +165,13 @@ class SqliteSink(BaseHandler):
         busy_timeout: float = 30.0,
         group: bool = False,
     ) -> None:
-        quote(table)
         self.path = path
         #: What the node calls with the messages waiting in its inbox (``group=True``).
         self.handle_group: Callable[[list[Any]], Awaitable[list[list[Rejection]]]] | None = (
             self._handle_group if group else None
         )
         self._absolute = os.path.abspath(os.fspath(path))
-        self.table = table
-        self.key: tuple[str, ...] = (key,) if isinstance(key, str) else tuple(key or ())
-        self.schema = dict(schema) if schema else None
-        for column in self.key + tuple(self.schema or ()):
-            quote(column)
-        if self.schema is not None:
-            missing = [k for k in self.key if k not in self.schema]
-            if missing:
-                raise ValueError(f"{self._where}: key column(s) {missing} not in the schema")
+        self._declare(table, key, schema, quote)
         self.synchronous = check_synchronous(synchronous)
         self.busy_timeout = busy_timeout
         self._db: Database | None = None
@@ -188,12 +180,6 @@ class SqliteSink(BaseHandler):
         self._insert: Insert | None = None
         #: Per column order of incoming :class:`Rows`: how to put them in the table's.
         self._reorder: dict[tuple[str, ...], Callable[[Rows], list[Any]] | None] = {}
-
-    @property
-    def accepts_rows(self) -> bool:
-        """Whether the sink takes :class:`~asyncpipe.Rows` messages as they are (it has a
-        ``schema``); a source with ``records="auto"`` then emits them."""
-        return self.schema is not None
 
     def __repr__(self) -> str:
         return f"<SqliteSink {os.fspath(self.path)!r} table={self.table!r} key={self.key}>"
@@ -259,9 +245,7 @@ class SqliteSink(BaseHandler):
         """The message's records, the table ready for them."""
         if self._db is None:
             await self.setup()
-        records = data if isinstance(data, list | tuple) else [data]
-        if isinstance(records, Rows) and self.schema is None:
-            records = list(map(records.record, range(len(records))))
+        records = self._as_records(data)
         if records and self._columns is None:
             async with self._preparing:
                 if self._columns is None:
@@ -300,7 +284,7 @@ class SqliteSink(BaseHandler):
         for position, exc in failures:
             index = origins[position] if origins is not None else position
             reason = f"{self._where}: {type(exc).__name__}: {exc}"
-            reject_item(_payload(records, index), reason, index=index)
+            reject_item(record_at(records, index), reason, index=index)
 
     def _values_one_by_one(
         self, records: Sequence[Any], rows: Sequence[Any]
@@ -316,12 +300,12 @@ class SqliteSink(BaseHandler):
             try:
                 row = insert.row(record)
             except ValueError as exc:
-                reject_item(_payload(records, index), f"{self._where}: {exc}", index=index)
+                reject_item(record_at(records, index), f"{self._where}: {exc}", index=index)
                 continue
             missing = [k for k, position in keys if row[position] is None]
             if missing:
                 reason = f"{self._where}: no value for key column(s) {', '.join(missing)}"
-                reject_item(_payload(records, index), reason, index=index)
+                reject_item(record_at(records, index), reason, index=index)
                 continue
             values.extend(row)
             origins.append(index)
@@ -333,12 +317,7 @@ class SqliteSink(BaseHandler):
         """Create or check the table and build the upsert statement."""
         assert self._db is not None
         columns = list(schema)
-        missing_key = [k for k in self.key if k not in schema]
-        if missing_key:
-            raise ValueError(
-                f"{self._where}: key column(s) {missing_key} are not fields of the records "
-                f"(fields: {columns}); declare schema= or fix the key"
-            )
+        self._check_key(columns)
         info = await self._db.fetchall(f"PRAGMA table_info({quote(self.table)})")
         if not info:
             await self._db.execute(self._create_table_sql(schema))
@@ -397,11 +376,6 @@ class SqliteSink(BaseHandler):
                 f"{self._where}: cannot add a unique index on {list(self.key)}: the table "
                 f"already holds duplicate keys ({exc})"
             ) from exc
-
-
-def _payload(records: Sequence[Any], index: int) -> Any:
-    """What a dead letter shows of record ``index``: a row of :class:`Rows` as a dict."""
-    return records.record(index) if isinstance(records, Rows) else records[index]
 
 
 def _infer_schema(records: Sequence[Any]) -> dict[str, str]:
