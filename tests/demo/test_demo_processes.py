@@ -33,7 +33,7 @@ from test_demo_restarts import (
     query,
 )
 
-from asyncpipe.demo.__main__ import parse_args
+from asyncpipe.demo._cli import parse_args
 from asyncpipe.demo._pipeline import DemoConfig
 from asyncpipe.demo._reference import check_served
 from asyncpipe.demo.v1 import bank_pb2_grpc as pb_grpc
