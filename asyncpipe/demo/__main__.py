@@ -30,11 +30,10 @@ from ._cli import parse_args
 from ._data import Scale, generate
 from ._live import LiveView
 from ._model import trained
-from ._pipeline import DemoConfig, build_pipeline, reset_outputs
+from ._pipeline import DemoConfig, build_pipeline, ingest_server, reset_outputs
 from ._processes import serve_in_processes
 from ._reference import check_served, compare, compute
 from ._summary import Summary, print_summary
-from .service import bank_server
 
 logger = logging.getLogger("asyncpipe.demo")
 
@@ -189,15 +188,7 @@ async def _run(
 ) -> None:
     server = None
     if args.serve:
-        server = bank_server(
-            executor,
-            clients="normalize",
-            transactions="classify",
-            scores="scores",
-            currencies=config.rates,  # what the converter knows, --rate included
-            host=args.host,
-            port=args.port,
-        )
+        server = ingest_server(executor, config, host=args.host, port=args.port)
     async with (
         _metrics(executor, server, args, console),
         _progress(executor, config, console, server, enabled=not args.quiet),

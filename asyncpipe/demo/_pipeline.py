@@ -19,6 +19,7 @@ from ..connectors import (
     TextSource,
     TimerTrigger,
 )
+from ..ingest import IngestServer
 from ._aggregate import (
     ClientProfiles,
     GlobalTotals,
@@ -36,6 +37,7 @@ from ._domain import RATES
 from ._fed import FedOnce
 from ._model import RiskModel
 from ._stages import Classifier, CurrencyConverter, Normalizer, ScoreCheck, TimerBatches
+from .service import bank_server
 
 __all__ = [
     "DEDUPE_TTL",
@@ -358,3 +360,19 @@ def _cpf(record: dict[str, Any]) -> str:
 
 def _one_key(record: Any) -> int:
     return 0
+
+
+def ingest_server(
+    executor: PipelineExecutor, config: DemoConfig, *, host: str, port: int
+) -> IngestServer:
+    """The gRPC service in front of :func:`build_pipeline`'s pipeline: its entry nodes,
+    and the currencies the converter knows (``--rate`` included)."""
+    return bank_server(
+        executor,
+        clients="normalize",
+        transactions="classify",
+        scores="scores",
+        currencies=config.rates,
+        host=host,
+        port=port,
+    )

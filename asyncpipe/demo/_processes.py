@@ -19,8 +19,7 @@ import sys
 from rich.console import Console
 
 from ..ingest import IngestServer, serve_processes, server_index
-from ._pipeline import DemoConfig, build_pipeline
-from .service import bank_server
+from ._pipeline import DemoConfig, build_pipeline, ingest_server
 
 __all__ = ["serve_in_processes"]
 
@@ -33,15 +32,7 @@ def _server(
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = dataclasses.replace(config, startup=server_index() in (0, None))
     executor = build_pipeline(config, model)
-    return bank_server(
-        executor,
-        clients="normalize",
-        transactions="classify",
-        scores="scores",
-        currencies=config.rates,
-        host=host,
-        port=port,
-    )
+    return ingest_server(executor, config, host=host, port=port)
 
 
 async def serve_in_processes(
