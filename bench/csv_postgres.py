@@ -44,13 +44,13 @@ from .csv_sqlite import (
     CsvRun,
     _peak_kb,
     _start,
+    load,
     write_csv,
 )
 
 __all__ = ["PG_SIDES", "TARGET", "postgres_workload"]
 
 TARGET = 0.9  # asyncpipe workers=1 rows/s over the plain asyncpg loop's
-CAPACITY = 2  # messages queued before the sink, as in bench.csv_sqlite
 SCHEMA = {
     "id": "bigint",
     "client_id": "bigint",
@@ -109,27 +109,13 @@ def plain_loop(csv_path: str, dsn: str, batch: int, use_uvloop: bool) -> CsvRun:
 def _through_asyncpipe(
     csv_path: str, dsn: str, batch: int, use_uvloop: bool, *, workers: int
 ) -> CsvRun:
-    from asyncpipe import HandlerNode, PipelineExecutor
     from asyncpipe.connectors import CsvSource, PostgresSink
     from bench.measure import in_loop
 
-    async def pipeline() -> CsvRun:
-        read = HandlerNode("read", CsvSource(csv_path, batch_size=batch, types=TYPES))
-        sink = PostgresSink(dsn, "tx", key="id", schema=SCHEMA)
-        save = HandlerNode("save", sink, [read], capacity=CAPACITY, workers=workers)
-        executor = PipelineExecutor([read], [save])
-        before = _start()
-        started = time.perf_counter()
-        await executor.run()
-        seconds = time.perf_counter() - started
-        peak = _peak_kb()
-        if executor.dead_letters:
-            raise RuntimeError(f"unexpected dead letters: {executor.dead_letters[:3]}")
-        return CsvRun(executor.metrics()["save"].committed, seconds, peak, before)
-
-    run = in_loop(pipeline(), use_uvloop)
-    run.rows = _count(dsn, use_uvloop)
-    return run
+    source = CsvSource(csv_path, batch_size=batch, types=TYPES)
+    sink = PostgresSink(dsn, "tx", key="id", schema=SCHEMA)
+    seconds, before, peak = in_loop(load(source, sink, workers), use_uvloop)
+    return CsvRun(_count(dsn, use_uvloop), seconds, peak, before)
 
 
 def asyncpipe_serial(csv_path: str, dsn: str, batch: int, use_uvloop: bool) -> CsvRun:

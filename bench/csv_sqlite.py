@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "BASELINE",
@@ -198,30 +198,35 @@ def through_asyncpipe(
     """``CsvSource -> SqliteSink``, the way the README shows it."""
     # Imported here, in the measuring process: the plain loop's process never loads asyncpipe.
     import asyncpipe
-    from asyncpipe import HandlerNode, PipelineExecutor
     from asyncpipe.connectors import CsvSource, SqliteSink
 
     _remove_db(db)
 
-    async def pipeline() -> tuple[float, int, int]:
-        read = HandlerNode("read", CsvSource(csv_path, batch_size=batch, records=records))
-        sink = SqliteSink(db, "tx", key="id", schema=SCHEMA)
-        save = HandlerNode("save", sink, [read], capacity=CAPACITY, workers=workers)
-        executor = PipelineExecutor([read], [save])
-        before = _start()
-        started = time.perf_counter()
-        await executor.run()
-        seconds = time.perf_counter() - started
-        peak = _peak_kb()
-        if executor.dead_letters:
-            raise RuntimeError(f"unexpected dead letters: {executor.dead_letters[:3]}")
-        return seconds, before, peak
-
-    seconds, before, peak = asyncpipe.run(pipeline(), use_uvloop=use_uvloop)
+    source = CsvSource(csv_path, batch_size=batch, records=records)
+    sink = SqliteSink(db, "tx", key="id", schema=SCHEMA)
+    seconds, before, peak = asyncpipe.run(load(source, sink, workers), use_uvloop=use_uvloop)
     with sqlite3.connect(db) as conn:
         count = conn.execute("SELECT count(*) FROM tx").fetchone()[0]
     conn.close()
     return CsvRun(count, seconds, peak, before)
+
+
+async def load(source: Any, sink: Any, workers: int) -> tuple[float, int, int]:
+    """Run ``source -> sink`` (the sink node's ``workers``) to the end: (seconds, RSS
+    before in kB, peak RSS in kB); raises on any dead letter."""
+    from asyncpipe import HandlerNode, PipelineExecutor
+
+    read = HandlerNode("read", source)
+    save = HandlerNode("save", sink, [read], capacity=CAPACITY, workers=workers)
+    executor = PipelineExecutor([read], [save])
+    before = _start()
+    started = time.perf_counter()
+    await executor.run()
+    seconds = time.perf_counter() - started
+    peak = _peak_kb()
+    if executor.dead_letters:
+        raise RuntimeError(f"unexpected dead letters: {executor.dead_letters[:3]}")
+    return seconds, before, peak
 
 
 Side = Callable[[str, str, int, bool], CsvRun]
