@@ -13,7 +13,7 @@ from .._errors import HandlerError
 from .._graph import ErrorPolicy
 from .._handler import BaseHandler, Rejection
 from .._keys import KeyFunction
-from ._codec import Codec, PickleCodec
+from ._codec import Codec, PickleCodec, encoder
 from ._lane import LaneState, run_stateful
 from ._store import StateStore
 
@@ -127,7 +127,7 @@ class _KeyedLane(LaneState):
             for k in keys:
                 cache[k] = _ABSENT
             return
-        encode = self.codec.encode
+        encode = encoder(self.codec)
         encoded = {encode(k): k for k in keys}
         found = await self.store.load(self.namespace, list(encoded))
         decode = self.codec.decode
@@ -196,7 +196,7 @@ class _KeyedLane(LaneState):
         self.cache.clear()
 
     def changes(self) -> list[tuple[bytes, bytes | None]]:
-        encode = self.codec.encode
+        encode = encoder(self.codec)
         changed = [(encode(k), None if v is None else encode(v)) for k, v in self.dirty.items()]
         self.dirty.clear()
         return changed

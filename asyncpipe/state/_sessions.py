@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._handler import Rejection
 from .._keys import KeyFunction, lane_of
+from ._codec import encoder
 from ._window_lane import WindowLane
 from ._windows import Session
 
@@ -41,7 +42,7 @@ class SessionLane(WindowLane):
             self._watch(session[1] + self.gap, key)
 
     def changes(self) -> list[tuple[bytes, bytes | None]]:
-        encode = self.codec.encode
+        encode = encoder(self.codec)
         changed = []
         for key in self.dirty:
             sessions = self.states.get(key)
