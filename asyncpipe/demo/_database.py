@@ -25,6 +25,7 @@ from ..connectors import (
 )
 from ..connectors._postgres import _safe_dsn
 from ..state import PostgresStateStore, SqliteStateStore
+from ..state._postgres import DROP_SCHEMA
 
 if TYPE_CHECKING:
     import asyncpg
@@ -50,8 +51,6 @@ DEAD_LETTERS = "dead_letters"
 _POSTGRES_TYPES = {"INTEGER": "bigint", "REAL": "double precision", "TEXT": "text"}
 
 #: What the durable state store keeps in PostgreSQL (``asyncpipe.state._postgres``).
-_STATE_TABLES = ("asyncpipe_state", "asyncpipe_marks", "asyncpipe_meta")
-_STATE_SEQUENCES = ("asyncpipe_marks_seq",)
 
 
 class ResultsDatabase(Protocol):
@@ -181,13 +180,10 @@ class PostgresResults:
     def reset(self) -> None:
         from ._pipeline import SCHEMAS
 
-        tables = ", ".join([*SCHEMAS, DEAD_LETTERS, *_STATE_TABLES])
-        sequences = ", ".join(_STATE_SEQUENCES)
+        tables = ", ".join([*SCHEMAS, DEAD_LETTERS])
 
         async def drop(conn: asyncpg.Connection) -> None:
-            await conn.execute(
-                f"DROP TABLE IF EXISTS {tables}; DROP SEQUENCE IF EXISTS {sequences}"
-            )
+            await conn.execute(f"DROP TABLE IF EXISTS {tables}; {DROP_SCHEMA}")
 
         self._blocking(drop)
 

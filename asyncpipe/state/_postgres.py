@@ -34,7 +34,7 @@ from ._store import StateCommit, StoredMark
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["PostgresStateStore"]
+__all__ = ["DROP_SCHEMA", "PostgresStateStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,11 @@ CREATE INDEX IF NOT EXISTS asyncpipe_marks_outbox ON asyncpipe_marks (ns, seq)
 CREATE TABLE IF NOT EXISTS asyncpipe_meta (
     ns text NOT NULL, name text NOT NULL, value bytea NOT NULL, PRIMARY KEY (ns, name));
 """
+#: Removes everything the store keeps (its tables and sequence), e.g. to start over.
+DROP_SCHEMA = (
+    "DROP TABLE IF EXISTS asyncpipe_state, asyncpipe_marks, asyncpipe_meta; "
+    "DROP SEQUENCE IF EXISTS asyncpipe_marks_seq"
+)
 # Two processes opening a fresh database at once: CREATE ... IF NOT EXISTS is not safe
 # against a concurrent CREATE (a unique violation on the catalog), so the schema is
 # created under a transaction-level advisory lock.
