@@ -30,9 +30,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,7 @@ from .csv_sqlite import (
     _peak_kb,
     _start,
     load,
+    measure_side,
     write_csv,
 )
 
@@ -176,16 +175,10 @@ class _Workload:
 
     def measure(self, side: str) -> CsvRun:
         """Run one side once on an empty table, in a fresh process; record the run."""
-        results = self.results
         _reset(self.dsn)
-        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-            run = pool.submit(
-                PG_SIDES[side], self.csv_path, self.dsn, results.batch, self.use_uvloop
-            ).result()
-        if run.rows != results.rows:
-            raise RuntimeError(f"{side}: stored {run.rows} rows, not {results.rows}")
-        results.runs[side].append(run)
-        return run
+        return measure_side(
+            self.results, side, PG_SIDES[side], self.csv_path, self.dsn, self.use_uvloop
+        )
 
 
 @contextmanager

@@ -277,15 +277,26 @@ class _Workload:
 
     def measure(self, side: str) -> CsvRun:
         """Run one side once, in a fresh process; record and return the run."""
-        results = self.results
-        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-            run = pool.submit(
-                SIDES[side], self.csv_path, self.db, results.batch, self.use_uvloop
-            ).result()
-        if run.rows != results.rows:
-            raise RuntimeError(f"{side}: stored {run.rows} rows, not {results.rows}")
-        results.runs[side].append(run)
-        return run
+        run_side = SIDES[side]
+        return measure_side(self.results, side, run_side, self.csv_path, self.db, self.use_uvloop)
+
+
+def measure_side(
+    results: CsvResults,
+    side: str,
+    run_side: Side,
+    csv_path: str,
+    target: str,
+    use_uvloop: bool,
+) -> CsvRun:
+    """Run ``run_side`` once (CSV file, database, batch, uvloop) in a fresh process, check
+    it stored every row, record the run in ``results`` and return it."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        run = pool.submit(run_side, csv_path, target, results.batch, use_uvloop).result()
+    if run.rows != results.rows:
+        raise RuntimeError(f"{side}: stored {run.rows} rows, not {results.rows}")
+    results.runs[side].append(run)
+    return run
 
 
 @contextmanager
